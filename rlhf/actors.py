@@ -1,0 +1,165 @@
+"""Driver-side handles for the Ray roles: one class per role, each fanning calls out to its
+actors. ``LearnerGroup`` forms one torch.distributed group from N ``LearnerWorker`` actors;
+``RolloutGroup`` spreads prompts over M ``RolloutWorker`` actors, gathers completions in
+order, and restarts a dead worker (re-issuing its prompts, which draw the same samples because
+every prompt carries its own seed)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+import ray
+
+from rlhf.batching import TrainSample
+from rollout.base import Completion, SamplingConfig
+from rollout.worker import RolloutWorker
+
+log = logging.getLogger(__name__)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LearnerGroup:
+    def __init__(self, n: int, worker_kwargs: dict, num_cpus: float = 1.0, num_gpus: float = 0,
+                 placement_group=None):
+        from rlhf.learner import LearnerWorker
+
+        port = _free_port()
+        opts = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+        self.actors = []
+        for rank in range(n):
+            if placement_group is not None:
+                from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+                opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+                    placement_group, placement_group_bundle_index=rank)
+            self.actors.append(ray.remote(LearnerWorker).options(**opts).remote(
+                **worker_kwargs, rank=rank, world_size=n, master_addr="127.0.0.1",
+                master_port=port, num_threads=max(1, int(num_cpus))))
+        ray.get([a.ping.remote() for a in self.actors])
+
+    def _all(self, method: str, *args, **kwargs) -> list:
+        return ray.get([getattr(a, method).remote(*args, **kwargs) for a in self.actors])
+
+    def train(self, samples: list[TrainSample]) -> dict[str, float]:
+        """Each rank trains on an interleaved shard; metrics from rank 0 (global counts)."""
+        n = len(self.actors)
+        results = ray.get([a.train.remote(samples[r::n]) for r, a in enumerate(self.actors)])
+        return results[0]
+
+    def sft_step(self, samples: list[TrainSample], lr: float) -> dict[str, float]:
+        n = len(self.actors)
+        return ray.get([a.sft_step.remote(samples[r::n], lr) for r, a in enumerate(self.actors)])[0]
+
+    def export_weights_ref(self, dtype: str | None = None) -> ray.ObjectRef:
+        """Every rank joins the gather; rank 0's full state dict stays in the object store."""
+        refs = [a.export_weights.remote(dtype) for a in self.actors]
+        ray.get(refs[1:])
+        return refs[0]
+
+    def save(self, path: str, extra: dict | None = None) -> None:
+        self._all("save", path, extra)
+
+    def load(self, path: str) -> int:
+        return self._all("load", path)[0]
+
+    def save_hf(self, out_dir: str, src: str) -> None:
+        self._all("save_hf", out_dir, src)
+
+    def trainable_snapshot(self) -> dict:
+        return self._all("trainable_snapshot")[0]
+
+    def shutdown(self) -> None:
+        try:
+            self._all("shutdown")
+        finally:
+            for a in self.actors:
+                ray.kill(a)
+
+
+class RolloutGroup:
+    def __init__(self, n: int, kind: str, model_path: str, engine_options: dict,
+                 num_cpus: float = 1.0, num_gpus: float = 0, max_restarts: int = 3):
+        self._spec = (kind, model_path, engine_options)
+        self._opts = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+        self.max_restarts = max_restarts
+        self.actors = [self._spawn() for _ in range(n)]
+        self.restarts = 0
+        self._weights: tuple[ray.ObjectRef, int] | None = None
+        ray.get([a.ping.remote() for a in self.actors])
+
+    def _spawn(self):
+        kind, path, eopts = self._spec
+        return ray.remote(RolloutWorker).options(**self._opts).remote(
+            kind, path, eopts, num_threads=max(1, int(self._opts["num_cpus"])))
+
+    def generate(self, prompt_ids: list[list[int]], seeds: list[int], sampling: SamplingConfig,
+                 max_tokens: list[int] | None = None) -> list[Completion]:
+        """Completions for every prompt (``sampling.n`` each), in prompt order. A worker that
+        dies is replaced, given the current weights, and its prompts re-issued."""
+        n = len(self.actors)
+        shards = [list(range(w, len(prompt_ids), n)) for w in range(n)]
+        pending = {w: self._submit(w, shard, prompt_ids, seeds, sampling, max_tokens)
+                   for w, shard in enumerate(shards) if shard}
+        results: dict[int, list[Completion]] = {}
+        failures = 0
+        while pending:
+            ready, _ = ray.wait(list(pending.values()), num_returns=1)
+            w = next(k for k, v in pending.items() if v == ready[0])
+            try:
+                comps = ray.get(ready[0])
+            except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+                failures += 1
+                if failures > self.max_restarts:
+                    raise RuntimeError(f"rollout worker {w} failed {failures} times") from exc
+                log.warning("rollout worker %d died (%s); restarting and re-issuing %d prompts",
+                            w, type(exc).__name__, len(shards[w]))
+                self._restart(w)
+                pending[w] = self._submit(w, shards[w], prompt_ids, seeds, sampling, max_tokens)
+                continue
+            del pending[w]
+            for c in comps:  # local prompt index -> global prompt index
+                c.prompt_index = shards[w][c.prompt_index]
+            results[w] = comps
+        out = [c for comps in results.values() for c in comps]
+        out.sort(key=lambda c: c.prompt_index)  # stable: keeps sample order within a prompt
+        return out
+
+    def _submit(self, w, shard, prompt_ids, seeds, sampling, max_tokens):
+        mt = [max_tokens[i] for i in shard] if max_tokens else None
+        return self.actors[w].generate.remote([prompt_ids[i] for i in shard],
+                                              sampling, [seeds[i] for i in shard], mt)
+
+    def _restart(self, w: int) -> None:
+        try:
+            ray.kill(self.actors[w])
+        except Exception:  # already dead
+            pass
+        self.actors[w] = self._spawn()
+        self.restarts += 1
+        if self._weights is not None:
+            ref, version = self._weights
+            ray.get(self.actors[w].update_weights.remote(ref, version))
+
+    def update_weights(self, weights_ref: ray.ObjectRef, version: int) -> float:
+        """Push one object-store copy of the weights to every engine; seconds taken."""
+        t0 = time.perf_counter()
+        self._weights = (weights_ref, version)
+        ray.get([a.update_weights.remote(weights_ref, version) for a in self.actors])
+        return time.perf_counter() - t0
+
+    def sleep(self) -> None:
+        ray.get([a.sleep.remote() for a in self.actors])
+
+    def wake_up(self) -> None:
+        ray.get([a.wake_up.remote() for a in self.actors])
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            ray.kill(a)

@@ -1,0 +1,72 @@
+"""``rlhf`` command line: train, validate, build-model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from rlhf.config import RecipeError, check_resources, load_recipe
+
+
+def _load(args) -> object:
+    try:
+        recipe = load_recipe(args.recipe, args.overrides)
+    except RecipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    problems = check_resources(recipe)
+    if problems:
+        print(f"error: {args.recipe}: {len(problems)} error(s)\n" +
+              "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
+        raise SystemExit(2)
+    return recipe
+
+
+def cmd_validate(args) -> int:
+    recipe = _load(args)
+    print(f"{args.recipe}: ok (loss={recipe.loss.type}, engine={recipe.rollout.engine}, "
+          f"steps={recipe.run.steps})")
+    return 0
+
+
+def cmd_train(args) -> int:
+    recipe = _load(args)
+    from rlhf.driver import train
+
+    summary = train(recipe, address=args.address)
+    print("summary:", summary)
+    return 0
+
+
+def cmd_build_model(args) -> int:
+    from rlhf.models import build_tiny_model
+
+    out = build_tiny_model(args.out, hidden_size=args.hidden_size, num_layers=args.num_layers)
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    p = argparse.ArgumentParser(prog="rlhf", description="M1-style RL post-training")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name, fn, helptext in (("train", cmd_train, "train a recipe"),
+                               ("validate", cmd_validate, "check a recipe and print every error")):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("recipe")
+        sp.add_argument("overrides", nargs="*", help="dotted overrides, e.g. loss.eps_high=0.3")
+        sp.set_defaults(fn=fn)
+    sub.choices["train"].add_argument("--address", default=None,
+                                      help="existing Ray cluster (default: start a local one)")
+    bm = sub.add_parser("build-model", help="write a tiny Qwen2 model + tokenizer directory")
+    bm.add_argument("out")
+    bm.add_argument("--hidden-size", type=int, default=128)
+    bm.add_argument("--num-layers", type=int, default=4)
+    bm.set_defaults(fn=cmd_build_model)
+    args = p.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,345 @@
+"""Recipe configuration: typed, validated, YAML is only data.
+
+``load_recipe(path, overrides)`` reads a YAML recipe, applies dotted overrides
+(``loss.eps_high=0.3``), validates it into :class:`Recipe` and returns it; on any problem it
+raises :class:`RecipeError` listing *every* error with its key path (unknown keys get the
+nearest valid key as a suggestion). Each component receives only its own section.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Agg = Literal["token-mean", "seq-mean"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
+
+
+# ---------------------------------------------------------------------------------------
+class RunConfig(Section):
+    name: str = Field("run", description="Run name; outputs go to output_dir/name.")
+    output_dir: str = Field("runs", description="Directory for metrics, plots and checkpoints.")
+    seed: int = Field(0, description="Seed for data order, sampling and initialisation.")
+    steps: int = Field(10, ge=0, description="RL steps (one generation batch each).")
+    eval_every: int = Field(0, ge=0, description="Evaluate every N steps (0: only at start and end).")
+    save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
+    keep_checkpoints: int = Field(2, ge=1, description="How many step checkpoints to keep.")
+    resume: bool = Field(True, description="Resume from the latest checkpoint in the run directory.")
+    plot: bool = Field(True, description="Write a PNG plot of the metrics at the end.")
+
+
+class BuildModel(Section):
+    """A tiny Qwen2 model and byte-level tokenizer made in the run (no downloads)."""
+    hidden_size: int = Field(128, ge=8, description="Hidden size.")
+    num_layers: int = Field(4, ge=1, description="Decoder layers.")
+    num_heads: int = Field(4, ge=1, description="Attention heads.")
+    num_kv_heads: int = Field(2, ge=1, description="Key/value heads.")
+    intermediate_size: int | None = Field(None, description="MLP size (default 3 x hidden).")
+    tie_word_embeddings: bool = Field(False, description="Tie the LM head to the embeddings.")
+    seed: int = Field(0, description="Initialisation seed.")
+
+
+class LoraConfig(Section):
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                 "down_proj"], description="Module names that get adapters.")
+
+
+class ModelConfig(Section):
+    path: str | None = Field(None, description="Local Hugging Face checkpoint directory.")
+    build: BuildModel | None = Field(None, description="Build a tiny model instead of `path`.")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Compute dtype of the learner's and engines' weights.")
+    gradient_checkpointing: bool = Field(False, description="Activation checkpointing in the learner.")
+    lora: LoraConfig | None = Field(None, description="Train LoRA adapters instead of all weights.")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.path is None) == (self.build is None):
+            raise ValueError("set exactly one of model.path (a local checkpoint directory) "
+                             "or model.build (a tiny model made in the run)")
+        return self
+
+
+class SyntheticData(Section):
+    type: Literal["synthetic"] = "synthetic"
+    task: str = Field("arithmetic", description="Synthetic task name (rewards.tasks).")
+    size: int = Field(1000, ge=1, description="Number of problems.")
+    difficulty: int = Field(2, ge=1, description="Task difficulty knob.")
+    seed: int = Field(0, description="Generator seed (use different seeds for train and eval).")
+
+
+class FileData(Section):
+    type: Literal["file"] = "file"
+    path: str = Field(description="A .jsonl, .json, .parquet or .csv file, or a saved `datasets` directory.")
+    prompt_field: str = Field("prompt", description="Column holding the prompt text.")
+    limit: int | None = Field(None, ge=1, description="Use only the first N rows.")
+
+
+DataSource = Annotated[SyntheticData | FileData, Field(discriminator="type")]
+
+
+class DataConfig(Section):
+    train: DataSource = Field(description="Training prompts.")
+    eval: DataSource | None = Field(None, description="Held-out prompts for pass-rate evaluation.")
+    prompts_per_step: int = Field(16, ge=1, description="Prompts per generation batch.")
+    shuffle: bool = Field(True, description="Shuffle each epoch (seeded).")
+    warmup: DataSource | None = Field(None, description="Examples with a `solution` for supervised warm-up (default: the train set).")
+
+
+class RepetitionStop(Section):
+    window: int = Field(3000, ge=0, description="Stop after this many consecutive confident tokens (0: off). M1: 3000.")
+    prob: float = Field(0.99, gt=0.0, lt=1.0, description="A token is confident above this probability. M1: 0.99.")
+
+
+class RolloutConfig(Section):
+    engine: Literal["hf", "vllm"] = Field("hf", description="Generation engine: transformers (CPU) or vLLM (GPU).")
+    num_workers: int = Field(1, ge=1, description="Rollout actors, one engine each.")
+    samples_per_prompt: int = Field(8, ge=1, description="G: responses per prompt.")
+    temperature: float = Field(1.0, ge=0.0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling.")
+    top_k: int = Field(-1, description="Top-k sampling (-1: off).")
+    max_new_tokens: int = Field(256, ge=1, description="Response token budget.")
+    repetition_stop: RepetitionStop = Field(default_factory=RepetitionStop, description="M1's early truncation of repetitive generations.")
+    max_batch_rows: int = Field(256, ge=1, description="hf engine: rows decoded together.")
+    gpu_memory_utilization: float = Field(0.5, gt=0.0, le=1.0, description="vllm: KV-cache share of the GPU.")
+    max_model_len: int | None = Field(None, ge=16, description="vllm: context length (default prompt + max_new_tokens).")
+    eval_temperature: float = Field(0.0, ge=0.0, description="Temperature for evaluation (0: greedy).")
+    num_cpus: float = Field(1.0, gt=0.0, description="Ray CPUs per rollout actor.")
+    max_restarts: int = Field(3, ge=0, description="Restarts of a failed rollout actor before the step fails.")
+
+
+class VerifierSpec(Section):
+    name: str = Field(description="Registered verifier name or 'package.module:attribute'.")
+    weight: float = Field(1.0, description="Weight of this verifier's score.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Keyword options for the verifier.")
+    route: str | None = Field(None, description="Apply only to samples whose route field equals this (default: the verifier name).")
+
+
+class RewardsConfig(Section):
+    verifiers: list[VerifierSpec] = Field(default_factory=list, description="Verifiers; empty: each task's own `verifier` field.")
+    route_field: str = Field("verifier", description="Dataset field naming a sample's verifier.")
+    format_weight: float = Field(0.0, description="Weight of the format reward (finished thinking + boxed answer).")
+    overlong_cache: int = Field(0, ge=0, description="DAPO soft overlong penalty window in tokens (0: off).")
+    max_concurrency: int = Field(8, ge=1, description="Verifier calls in flight at once.")
+
+
+class AdvantageConfig(Section):
+    normalize_std: bool = Field(True, description="Divide by the group std (GRPO/M1); False: Dr. GRPO.")
+    dynamic_sampling: bool = Field(False, description="DAPO: drop groups whose rewards are all equal.")
+
+
+class CispoLoss(Section):
+    type: Literal["cispo"] = "cispo"
+    eps_low: float | None = Field(None, ge=0.0, description="Lower IS-weight bound 1 - eps_low; null: none (M1).")
+    eps_high: float = Field(5.0, gt=0.0, description="Upper IS-weight bound 1 + eps_high. M1 does not publish it; 5.0 follows ScaleRL/TRL.")
+    unified_mask: bool = Field(False, description="M1 eq. 7 token mask (PPO trust region).")
+    agg: Agg = Field("token-mean", description="Loss aggregation.")
+
+
+class GrpoLoss(Section):
+    type: Literal["grpo"] = "grpo"
+    eps_low: float = Field(0.2, ge=0.0, le=1.0, description="Clip 1 - eps_low.")
+    eps_high: float = Field(0.2, ge=0.0, description="Clip 1 + eps_high.")
+    kl_coef: float = Field(0.0, ge=0.0, description="k3 KL to the initial policy (0: no reference model).")
+    agg: Agg = Field("seq-mean", description="Loss aggregation.")
+
+
+class DapoLoss(Section):
+    type: Literal["dapo"] = "dapo"
+    eps_low: float = Field(0.2, ge=0.0, le=1.0, description="Clip 1 - eps_low.")
+    eps_high: float = Field(0.28, ge=0.0, description="Clip-higher 1 + eps_high.")
+    agg: Agg = Field("token-mean", description="Loss aggregation.")
+
+
+class PpoLoss(Section):
+    type: Literal["ppo"] = "ppo"
+    eps_low: float = Field(0.2, ge=0.0, le=1.0, description="Clip 1 - eps_low.")
+    eps_high: float = Field(0.2, ge=0.0, description="Clip 1 + eps_high.")
+    agg: Agg = Field("token-mean", description="Loss aggregation.")
+
+
+LossConfig = Annotated[CispoLoss | GrpoLoss | DapoLoss | PpoLoss, Field(discriminator="type")]
+
+
+class OptimConfig(Section):
+    lr: float = Field(1e-6, gt=0.0, description="Learning rate.")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas (M1: 0.9, 0.95).")
+    eps: float = Field(1e-15, gt=0.0, description="AdamW eps (M1: 1e-15).")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    warmup_steps: int = Field(0, ge=0, description="Linear LR warm-up in optimizer steps.")
+    grad_clip: float = Field(1.0, gt=0.0, description="Max global gradient norm.")
+
+
+class TrainConfig(Section):
+    num_learners: int = Field(1, ge=1, description="Learner actors (one torch.distributed group, FSDP2 when > 1).")
+    mini_batches: int = Field(4, ge=1, description="K optimizer updates per generation batch (M1: 16).")
+    micro_batch_tokens: int = Field(8192, ge=16, description="Token budget of one micro-batch (padded count x length).")
+    logprob_chunk: int = Field(1024, ge=1, description="Tokens per chunk of the FP32 LM head.")
+    max_staleness: int = Field(0, ge=0, description="Refuse samples more than this many policy versions old.")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="AdamW settings.")
+    num_cpus: float = Field(1.0, gt=0.0, description="Ray CPUs per learner actor.")
+    fsdp: Literal["auto", "on", "off"] = Field("auto", description="FSDP2 sharding: auto = when more than one learner or on GPU.")
+
+
+class WarmupConfig(Section):
+    steps: int = Field(0, ge=0, description="Supervised warm-up steps on reference solutions before RL (0: none).")
+    batch_size: int = Field(32, ge=1, description="Examples per warm-up step.")
+    lr: float = Field(1e-3, gt=0.0, description="Warm-up learning rate (cosine decay to 10%).")
+
+
+class PrecisionConfig(Section):
+    lm_head_fp32: bool = Field(True, description="M1's fix: LM head in FP32 on the learner AND the engine (one switch for both).")
+
+
+class PlacementConfig(Section):
+    mode: Literal["local", "separate", "colocated"] = Field("local", description="local: CPU actors; separate: learners and engines on different GPUs; colocated: shared GPUs, engines sleep while learners train.")
+    learner_gpus: int = Field(0, ge=0, description="GPUs per learner actor (separate).")
+    rollout_gpus: int = Field(0, ge=0, description="GPUs per rollout actor (separate).")
+
+
+class Recipe(Section):
+    """A whole recipe. Each component receives only its own section."""
+    run: RunConfig = Field(default_factory=RunConfig, description="Run bookkeeping.")
+    model: ModelConfig = Field(description="The policy model.")
+    data: DataConfig = Field(description="Prompts.")
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig, description="Generation.")
+    rewards: RewardsConfig = Field(default_factory=RewardsConfig, description="Verifiers and shaping.")
+    advantages: AdvantageConfig = Field(default_factory=AdvantageConfig, description="Advantage estimation.")
+    loss: LossConfig = Field(default_factory=CispoLoss, description="Policy loss, picked by `type`.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Learner.")
+    warmup: WarmupConfig = Field(default_factory=WarmupConfig, description="Supervised warm-up.")
+    precision: PrecisionConfig = Field(default_factory=PrecisionConfig, description="Numerics.")
+    placement: PlacementConfig = Field(default_factory=PlacementConfig, description="Where actors run.")
+
+
+# ---------------------------------------------------------------------------------------
+class RecipeError(ValueError):
+    """Every problem found in a recipe, one per line."""
+
+    def __init__(self, source: str, errors: list[str]):
+        self.errors = errors
+        super().__init__(f"{source}: {len(errors)} error(s)\n" + "\n".join(f"  - {e}" for e in errors))
+
+
+def apply_override(data: dict, dotted: str) -> None:
+    """``a.b.c=value``: the value is parsed as YAML (numbers, booleans, null, lists)."""
+    if "=" not in dotted:
+        raise RecipeError("override", [f"{dotted!r} is not of the form key.path=value"])
+    key, raw = dotted.split("=", 1)
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise RecipeError("override", [f"{key}: {part!r} is not a section"])
+        node = nxt
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+
+
+def _model_at(loc: tuple, root: type[BaseModel], data: dict) -> type[BaseModel] | None:
+    """The config class at a location (for unknown-key suggestions)."""
+    model: Any = root
+    node: Any = data
+    for part in loc:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else {}
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = model.model_fields.get(part)
+        if field is None:
+            return model if part == loc[-1] else None
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+        model = _resolve(field.annotation, node)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _resolve(annotation: Any, node: Any) -> Any:
+    import typing
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if not args:
+        return annotation
+    if typing.get_origin(annotation) is Annotated:
+        return _resolve(args[0], node)
+    if typing.get_origin(annotation) is list:
+        return _resolve(args[0], node)
+    models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+    for m in models:  # a discriminated union: pick by `type`
+        t = m.model_fields.get("type")
+        if t is not None and isinstance(node, dict) and node.get("type") == t.default:
+            return m
+    return models[0] if len(models) == 1 else (args[0] if len(args) == 1 else None)
+
+
+def _format_errors(exc: ValidationError, data: dict) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _TAGS))
+        path = ".".join(str(p) for p in loc) or "(recipe)"
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(loc[:-1], Recipe, data)
+            valid = sorted(parent.model_fields) if parent else []
+            near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+            hint = f"; did you mean {'.'.join(map(str, loc[:-1] + (near[0],)))!r}?" if near else ""
+            out.append(f"{path}: unknown key{hint} (valid keys: {', '.join(valid)})")
+        else:
+            got = err.get("input")
+            shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+            out.append(f"{path}: {err['msg']}{shown}")
+    return out
+
+
+_TAGS = {"synthetic", "file", "cispo", "grpo", "dapo", "ppo"}
+
+
+def parse_recipe(data: dict, source: str = "recipe") -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(source, ["the recipe must be a YAML mapping of sections"])
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(source, _format_errors(exc, data)) from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError(str(p), [f"recipe file {str(p)!r} does not exist"])
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(str(p), [f"not valid YAML: {exc}"]) from None
+    for ov in overrides or []:
+        apply_override(data, ov)
+    return parse_recipe(data, str(p))
+
+
+def check_resources(recipe: Recipe, base_dir: Path | None = None) -> list[str]:
+    """Problems that need the file system: missing model directory, missing or empty data."""
+    from rlhf.models import check_model_dir
+
+    errors = []
+    if recipe.model.path is not None:
+        errors += [f"model.path: {e}" for e in check_model_dir(recipe.model.path)]
+    for name in ("train", "eval", "warmup"):
+        src = getattr(recipe.data, name)
+        if isinstance(src, FileData):
+            p = Path(src.path)
+            if not p.exists():
+                errors.append(f"data.{name}.path: {src.path!r} does not exist")
+            elif p.is_file() and p.stat().st_size == 0:
+                errors.append(f"data.{name}.path: {src.path!r} is empty")
+    return errors

@@ -1,0 +1,50 @@
+"""The training driver: the RL loop, calling only role handles.
+
+    generate -> score -> advantages -> train -> push weights -> log -> evaluate / checkpoint
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from tqdm import tqdm
+
+from rlhf.config import Recipe
+from rlhf.runtime import Run, build_samples, step_seeds
+
+log = logging.getLogger(__name__)
+
+
+def train(recipe: Recipe, address: str | None = None) -> dict:
+    """Run a recipe to completion; return the final summary (also in ``summary.json``)."""
+    with Run(recipe, address) as run:
+        if run.start_step == 0:
+            run.warmup()
+            run.evaluate(step=0)
+        bar = tqdm(range(run.start_step, recipe.run.steps), desc="RL", unit="step",
+                   initial=run.start_step, total=recipe.run.steps)
+        for step in bar:
+            t0 = time.perf_counter()
+            batch = run.next_batch()
+            completions = run.rollouts.generate(batch.prompt_ids, step_seeds(recipe, step, batch),
+                                                run.sampling)
+            t_gen = time.perf_counter()
+            rewards, score_m = run.scorer.score([c.extra["text"] for c in completions],
+                                                [batch.tasks[c.prompt_index] for c in completions])
+            samples, batch_m = build_samples(recipe, batch, completions, rewards, step)
+            t_score = time.perf_counter()
+            train_m = run.learners.train(samples) if samples else {}
+            t_train = time.perf_counter()
+            sync_s = run.push_weights()
+            metrics = {**batch_m, **score_m, **train_m, "time/generate": t_gen - t0,
+                       "time/score+adv": t_score - t_gen, "time/train_total": t_train - t_score,
+                       "time/weight_sync": sync_s, "time/step": time.perf_counter() - t0}
+            run.log_step(step + 1, metrics)
+            bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}",
+                            pass_rate=f"{metrics['pass_rate']:.3f}")
+            if recipe.run.eval_every and (step + 1) % recipe.run.eval_every == 0:
+                run.evaluate(step + 1)
+            if recipe.run.save_every and (step + 1) % recipe.run.save_every == 0:
+                run.save(step + 1)
+        return run.finish()

@@ -1,0 +1,342 @@
+"""The learner role: one member of a torch.distributed group training the policy.
+
+Each ``LearnerWorker`` gets its rank and the group's rendezvous address from the driver
+(:class:`rlhf.actors.LearnerGroup`), so no torchrun is needed. With more than one learner (or
+on a GPU) the policy is sharded with FSDP2 (``fully_shard``): bf16 compute with float32 master
+weights and optimizer state on GPU, float32 on CPU.
+
+One ``train`` call = one generation batch: ``old_logprobs`` once, then K mini-batch updates.
+The loss is normalised over the whole mini-batch across ranks (global token-mean or seq-mean),
+whatever the micro-batching.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from rlhf.batching import TrainSample, collate, plan_micro_batches
+from rlhf.config import LoraConfig, ModelConfig, OptimConfig, TrainConfig
+from rlhf.losses import get_policy_loss
+from rlhf.metrics import pearson
+from rlhf.policy import PolicyModel, base_model
+
+
+class LearnerWorker:
+    def __init__(self, model_path: str, model_cfg: ModelConfig, train_cfg: TrainConfig,
+                 loss_cfg: dict, lm_head_fp32: bool, rank: int = 0, world_size: int = 1,
+                 master_addr: str = "127.0.0.1", master_port: int = 29500, seed: int = 0,
+                 use_reference: bool = False, num_threads: int | None = None):
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.rank, self.world_size = rank, world_size
+        self.cfg, self.model_cfg = train_cfg, model_cfg
+        self.loss_cfg = dict(loss_cfg)
+        self.loss_fn = get_policy_loss(self.loss_cfg.pop("type"))
+        self.device = torch.device(f"cuda:{torch.cuda.current_device()}"
+                                   if torch.cuda.is_available() else "cpu")
+        torch.manual_seed(seed + rank)
+        if not dist.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(backend, init_method=f"tcp://{master_addr}:{master_port}",
+                                    rank=rank, world_size=world_size)
+        self.fsdp = train_cfg.fsdp == "on" or (train_cfg.fsdp == "auto" and (
+            world_size > 1 or self.device.type == "cuda"))
+        self.policy, self.pad_id = self._build_policy(model_path, lm_head_fp32)
+        self.ref = self._build_reference(model_path, lm_head_fp32) if use_reference else None
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        o: OptimConfig = train_cfg.optim
+        self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                           weight_decay=o.weight_decay)
+        warm = o.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+        self.version = 0
+
+    # ---- construction ----------------------------------------------------------------
+    def _load_lm(self, model_path: str):
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        dtype = torch.float32  # master weights; FSDP2 casts to bf16 for compute on GPU
+        lm = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        pad = AutoConfig.from_pretrained(model_path).pad_token_id
+        return lm, (pad if pad is not None else 0)
+
+    def _build_policy(self, model_path: str, lm_head_fp32: bool):
+        lm, pad_id = self._load_lm(model_path)
+        if self.model_cfg.lora is not None:
+            lm = _apply_lora(lm, self.model_cfg.lora)
+        if self.model_cfg.gradient_checkpointing:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            lm.config.use_cache = False
+        policy = PolicyModel(lm, lm_head_fp32=lm_head_fp32, chunk_size=self.cfg.logprob_chunk)
+        policy.to(self.device)
+        if self.fsdp:
+            _shard(policy, self.device, self.model_cfg.dtype)
+        return policy, pad_id
+
+    def _build_reference(self, model_path: str, lm_head_fp32: bool) -> PolicyModel:
+        lm, _ = self._load_lm(model_path)
+        ref = PolicyModel(lm, lm_head_fp32=lm_head_fp32, chunk_size=self.cfg.logprob_chunk)
+        ref.to(self.device).eval().requires_grad_(False)
+        return ref
+
+    # ---- forward helpers ----------------------------------------------------------------
+    def _plan(self, samples: list[TrainSample]) -> list[list[int]]:
+        """Micro-batches of this rank, padded to the group's count so that every rank joins
+        every FSDP collective (an empty plan entry runs a zero-weight dummy batch)."""
+        plan = plan_micro_batches([len(s.input_ids) for s in samples], self.cfg.micro_batch_tokens)
+        n = torch.tensor([len(plan)])
+        if self.world_size > 1:
+            dist.all_reduce(n, op=dist.ReduceOp.MAX)
+        return plan + [[]] * (int(n) - len(plan))
+
+    def _batch(self, samples, idx):
+        if idx:
+            return collate(samples, idx, self.pad_id), 1.0
+        dummy = TrainSample(input_ids=[self.pad_id, self.pad_id], prompt_len=1)
+        return collate([dummy], [0], self.pad_id), 0.0
+
+    @torch.no_grad()
+    def compute_logprobs(self, samples: list[TrainSample], model: PolicyModel | None = None,
+                         ) -> list[list[float]]:
+        model = model or self.policy
+        out: list[list[float]] = [[] for _ in samples]
+        for idx in self._plan(samples):
+            mb, _ = self._batch(samples, idx)
+            lp, _ = model.micro_forward(mb, self.device)
+            for row, i in enumerate(idx):
+                out[i] = lp[row, :samples[i].response_len].float().cpu().tolist()
+        return out
+
+    # ---- training -----------------------------------------------------------------------
+    def train(self, samples: list[TrainSample]) -> dict[str, float]:
+        """old_logprobs once, then K mini-batch updates. Returns metrics (rank-local values
+        of the loss metrics, global values of the counts)."""
+        t0 = time.perf_counter()
+        stale = [s.policy_version for s in samples if self.version - s.policy_version > self.cfg.max_staleness]
+        if stale:
+            raise ValueError(f"refusing {len(stale)} samples from policy versions {sorted(set(stale))}: "
+                             f"current version {self.version}, max_staleness {self.cfg.max_staleness}")
+        self.policy.train()
+        old = self.compute_logprobs(samples)
+        for s, lp in zip(samples, old):
+            s.old_logprobs = lp
+        if self.ref is not None:
+            for s, lp in zip(samples, self.compute_logprobs(samples, self.ref)):
+                s.ref_logprobs = lp
+        metrics = _mismatch_metrics(samples)
+        metrics["time/old_logprobs"] = time.perf_counter() - t0
+        acc: dict[str, list[float]] = defaultdict(list)
+        K = min(self.cfg.mini_batches, max(len(samples), 1))
+        for mini in _split(samples, K):
+            for key, v in self._update(mini).items():
+                acc[key].append(v)
+        metrics.update({k: sum(v) / len(v) for k, v in acc.items()})
+        self.version += 1
+        metrics["policy_version"] = self.version
+        metrics["time/train"] = time.perf_counter() - t0
+        return metrics
+
+    def _global_denom(self, mini: list[TrainSample], agg: str) -> float:
+        local = sum(s.response_len for s in mini) if agg == "token-mean" else len(mini)
+        t = torch.tensor([float(local)])
+        if self.world_size > 1:
+            dist.all_reduce(t)
+        return max(float(t), 1.0)
+
+    def _update(self, mini: list[TrainSample]) -> dict[str, float]:
+        denom = self._global_denom(mini, self.loss_cfg.get("agg", "token-mean"))
+        sums: dict[str, float] = defaultdict(float)
+        tokens = 0
+        loss_total = 0.0
+        for idx in self._plan(mini):
+            mb, weight = self._batch(mini, idx)
+            lp, ent = self.policy.micro_forward(mb, self.device)
+            mask = mb.resp_mask.to(self.device)
+            old = mb.response_tensor([mini[i].old_logprobs for i in idx] or [[0.0]]).to(self.device)
+            ref = None
+            if self.ref is not None:
+                ref = mb.response_tensor([mini[i].ref_logprobs for i in idx] or [[0.0]]).to(self.device)
+            loss, m = self.loss_fn(lp, old, mb.advantages.to(self.device), mask,
+                                   **self.loss_cfg, denom=denom, ref_logprobs=ref)
+            # FSDP averages gradients over ranks; the loss is already a global mean.
+            (loss * weight * self.world_size).backward()
+            loss_total += float(loss) * weight
+            n_tok = int(mask.sum()) if idx else 0
+            tokens += n_tok
+            for key, v in m.items():
+                sums[key] += v * n_tok
+            sums["entropy"] += float((ent * mask).sum()) if idx else 0.0
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in self.policy.parameters() if p.requires_grad], self.cfg.optim.grad_clip)
+        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        out = {k: v / max(tokens, 1) for k, v in sums.items()}
+        out.update(loss=loss_total, grad_norm=grad_norm, lr=self.scheduler.get_last_lr()[0])
+        return out
+
+    def sft_step(self, samples: list[TrainSample], lr: float) -> dict[str, float]:
+        """One supervised step: maximise the log-likelihood of the response tokens."""
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.policy.train()
+        denom = self._global_denom(samples, "token-mean")
+        total = 0.0
+        for idx in self._plan(samples):
+            mb, weight = self._batch(samples, idx)
+            lp, _ = self.policy.micro_forward(mb, self.device)
+            loss = -(lp * mb.resp_mask.to(self.device)).sum() / denom
+            (loss * weight * self.world_size).backward()
+            total += float(loss) * weight
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            [p for p in self.policy.parameters() if p.requires_grad], self.cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.scheduler.get_last_lr()[0]
+        return {"sft_loss": total, "grad_norm": float(grad_norm.full_tensor()
+                                                       if hasattr(grad_norm, "full_tensor") else grad_norm)}
+
+    # ---- weights and checkpoints --------------------------------------------------------
+    def _full_state(self, with_optimizer: bool):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_state_dict(self.policy, self.optimizer if with_optimizer else [], options=opts)
+
+    def export_weights(self, dtype: str | None = None) -> dict[str, torch.Tensor] | None:
+        """Full Hugging Face-named weights (LoRA merged) on rank 0, None on other ranks.
+        Every rank must call it (the gather is collective)."""
+        model_sd, _ = self._full_state(with_optimizer=False)
+        if self.rank != 0:
+            return None
+        sd = _hf_names(model_sd, self.model_cfg.lora)
+        if dtype:
+            sd = {k: v.to(getattr(torch, dtype)) for k, v in sd.items()}
+        return sd
+
+    def save(self, path: str, extra: dict | None = None) -> None:
+        """Write model + optimizer + scheduler + RNG to ``path/learner.pt`` (rank 0)."""
+        model_sd, optim_sd = self._full_state(with_optimizer=True)
+        if self.rank == 0:
+            state = {"model": model_sd, "optim": optim_sd, "sched": self.scheduler.state_dict(),
+                     "version": self.version, "rng": torch.get_rng_state(), "extra": extra or {}}
+            tmp = Path(path) / "learner.pt.tmp"
+            torch.save(state, tmp)
+            os.replace(tmp, Path(path) / "learner.pt")
+        if self.world_size > 1:
+            dist.barrier()
+
+    def load(self, path: str) -> int:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        state = torch.load(Path(path) / "learner.pt", map_location="cpu", weights_only=False)
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        set_state_dict(self.policy, self.optimizer, model_state_dict=state["model"],
+                       optim_state_dict=state["optim"], options=opts)
+        self.scheduler.load_state_dict(state["sched"])
+        self.version = state["version"]
+        torch.set_rng_state(state["rng"])
+        return self.version
+
+    def save_hf(self, out_dir: str, tokenizer_src: str) -> None:
+        """The final model as a Hugging Face checkpoint directory (LoRA merged)."""
+        sd = self.export_weights()
+        if self.rank != 0:
+            return
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        lm = AutoModelForCausalLM.from_pretrained(tokenizer_src, dtype=torch.float32)
+        lm.load_state_dict(sd, strict=False)
+        lm.save_pretrained(out_dir)
+        AutoTokenizer.from_pretrained(tokenizer_src).save_pretrained(out_dir)
+
+    def trainable_snapshot(self) -> dict[str, torch.Tensor]:
+        """Copies of the trainable parameters (tests: did every one change?)."""
+        sd, _ = self._full_state(with_optimizer=False)
+        names = {n.removeprefix("lm.") for n, p in self.policy.named_parameters() if p.requires_grad}
+        return {k.removeprefix("lm."): v.clone() for k, v in sd.items() if k.removeprefix("lm.") in names}
+
+    def ping(self) -> int:
+        return self.rank
+
+    def shutdown(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# ---- helpers -------------------------------------------------------------------------------
+def _split(samples: list, k: int) -> list[list]:
+    """K contiguous, nearly equal mini-batches."""
+    n = len(samples)
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return [samples[bounds[i]:bounds[i + 1]] for i in range(k)]
+
+
+def _mismatch_metrics(samples: list[TrainSample]) -> dict[str, float]:
+    """M1's train/inference mismatch on the sampled tokens: Pearson r of probabilities, mean
+    absolute differences of probabilities and log-probabilities (learner vs sampler)."""
+    learner = torch.tensor([x for s in samples for x in (s.old_logprobs or [])], dtype=torch.float64)
+    sampler = torch.tensor([x for s in samples if s.old_logprobs for x in s.rollout_logprobs],
+                           dtype=torch.float64)
+    if learner.numel() == 0 or learner.shape != sampler.shape:
+        return {}
+    return {"mismatch/pearson": pearson(learner.exp(), sampler.exp()),
+            "mismatch/prob_abs_diff": float((learner.exp() - sampler.exp()).abs().mean()),
+            "mismatch/logprob_abs_diff": float((learner - sampler).abs().mean())}
+
+
+def _apply_lora(lm, cfg: LoraConfig):
+    from peft import LoraConfig as PeftLora
+    from peft import get_peft_model
+
+    return get_peft_model(lm, PeftLora(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                                       target_modules=list(cfg.target_modules), bias="none"))
+
+
+def _hf_names(sd: dict[str, torch.Tensor], lora: LoraConfig | None) -> dict[str, torch.Tensor]:
+    """Policy state dict -> Hugging Face names; LoRA deltas merged (W + alpha/r * B @ A)."""
+    sd = {k.removeprefix("lm."): v for k, v in sd.items()}
+    if lora is None:
+        return sd
+    out = {}
+    scale = lora.alpha / lora.r
+    for k, v in sd.items():
+        if "lora_" in k:
+            continue
+        name = k.removeprefix("base_model.model.")
+        if ".base_layer." in k:
+            a = sd[k.replace(".base_layer.weight", ".lora_A.default.weight")]
+            b = sd[k.replace(".base_layer.weight", ".lora_B.default.weight")]
+            v = v + scale * (b.float() @ a.float()).to(v.dtype)
+            name = name.replace(".base_layer.", ".")
+        out[name] = v
+    return out
+
+
+def _shard(policy: PolicyModel, device: torch.device, dtype: str) -> None:
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mp = None
+    if device.type == "cuda":
+        mp = MixedPrecisionPolicy(param_dtype=getattr(torch, dtype) if dtype != "float32" else torch.bfloat16,
+                                  reduce_dtype=torch.float32)
+    kw = {"mp_policy": mp} if mp is not None else {}
+    for layer in base_model(policy.lm).model.layers:
+        fully_shard(layer, **kw)
+    fully_shard(policy, **kw)
+
+
+def cosine_lr(step: int, total: int, peak: float, floor: float = 0.1) -> float:
+    """Warm-up learning rate: cosine from ``peak`` to ``floor * peak``."""
+    frac = step / max(total - 1, 1)
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac)))

@@ -1,0 +1,178 @@
+"""Policy losses, registered by name.
+
+Shapes: ``N`` responses, ``T`` tokens (padded). Every loss takes
+
+    logprobs      [N, T]  learner, current parameters (carries the gradient)
+    old_logprobs  [N, T]  learner, before this generation batch's updates (no gradient)
+    advantages    [N] or [N, T]
+    mask          [N, T]  1 for response tokens that count, 0 for padding / prompt
+
+and returns ``(loss, metrics)``: a scalar and a dict of floats. Each loss is one pure function
+computing the per-token loss; :func:`agg_loss` turns it into a scalar.
+
+``agg="token-mean"``: sum over unmasked tokens of the batch / number of unmasked tokens.
+``agg="seq-mean"``: mean over sequences of each sequence's token mean.
+``denom`` overrides the divisor (tokens for token-mean, sequences for seq-mean) so that a
+learner splitting a mini-batch into micro-batches and ranks can normalise over the whole
+mini-batch (global token-mean) instead of per micro-batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+
+Agg = Literal["token-mean", "seq-mean"]
+LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
+
+_LOSSES: dict[str, LossFn] = {}
+
+
+def register_policy_loss(name: str) -> Callable[[LossFn], LossFn]:
+    def deco(fn: LossFn) -> LossFn:
+        _LOSSES[name] = fn
+        return fn
+
+    return deco
+
+
+def get_policy_loss(name: str) -> LossFn:
+    """Look a loss up by name; an unknown name lists the valid ones."""
+    if name not in _LOSSES:
+        raise ValueError(f"unknown policy loss {name!r}; valid: {', '.join(sorted(_LOSSES))}")
+    return _LOSSES[name]
+
+
+def available_losses() -> list[str]:
+    return sorted(_LOSSES)
+
+
+def agg_loss(per_token: torch.Tensor, mask: torch.Tensor, agg: Agg = "token-mean",
+             denom: float | None = None) -> torch.Tensor:
+    """Aggregate a per-token loss ``[N, T]`` to a scalar (see module docstring)."""
+    mask = mask.to(per_token.dtype)
+    if agg == "token-mean":
+        total = (per_token * mask).sum()
+        return total / (denom if denom is not None else mask.sum().clamp_min(1.0))
+    if agg == "seq-mean":
+        seq = (per_token * mask).sum(-1) / mask.sum(-1).clamp_min(1.0)  # [N]
+        return seq.sum() / (denom if denom is not None else max(per_token.shape[0], 1))
+    raise ValueError(f"unknown agg {agg!r}; valid: token-mean, seq-mean")
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
+    m = mask.to(x.dtype)
+    return float((x * m).sum() / m.sum().clamp_min(1.0))
+
+
+def _masked_max(x: torch.Tensor, mask: torch.Tensor) -> float:
+    if not bool(mask.any()):
+        return 0.0
+    return float(x[mask.bool()].max())
+
+
+def _broadcast_adv(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return advantages.unsqueeze(-1).expand_as(like) if advantages.dim() == 1 else advantages
+
+
+def _ratio_metrics(ratio: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    return {"ratio_mean": _masked_mean(ratio.detach(), mask),
+            "ratio_max": _masked_max(ratio.detach(), mask)}
+
+
+@register_policy_loss("cispo")
+def cispo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+               mask: torch.Tensor, *, eps_low: float | None = None, eps_high: float = 5.0,
+               unified_mask: bool = False, agg: Agg = "token-mean", denom: float | None = None,
+               **_: object) -> tuple[torch.Tensor, dict[str, float]]:
+    """CISPO, MiniMax-M1 eq. 4-5: clip the importance-sampling weight, not the update.
+
+        J = (1 / sum_i |o_i|) sum_i sum_t sg(clip(r, 1 - eps_low, 1 + eps_high)) * A * log pi
+
+    ``eps_low=None`` means no lower bound (M1's setting). With ``unified_mask`` (M1 eq. 7) a
+    token gets weight 0 where (A > 0 and r > 1 + eps_high) or (A < 0 and r < 1 - eps_low),
+    which recovers PPO's trust region. No KL term.
+    """
+    adv = _broadcast_adv(advantages, logprobs)  # [N, T]
+    ratio = torch.exp(logprobs.detach() - old_logprobs)  # [N, T]
+    lo = None if eps_low is None else 1.0 - eps_low
+    weight = torch.clamp(ratio, min=lo, max=1.0 + eps_high)  # sg(clip(r)) [N, T]
+    above = ratio > 1.0 + eps_high
+    below = ratio < lo if lo is not None else torch.zeros_like(above)
+    keep = torch.ones_like(ratio)
+    if unified_mask:
+        keep = (~((adv > 0) & above | (adv < 0) & below)).to(ratio.dtype)
+    per_token = -weight * keep * adv * logprobs  # [N, T]
+    metrics = {
+        "clip_frac_upper": _masked_mean(above.float(), mask),
+        "clip_frac_lower": _masked_mean(below.float(), mask),
+        "unified_mask_frac": _masked_mean(1.0 - keep, mask),
+        **_ratio_metrics(ratio, mask),
+    }
+    return agg_loss(per_token, mask, agg, denom), metrics
+
+
+def _ppo_clip_per_token(logprobs: torch.Tensor, old_logprobs: torch.Tensor, adv: torch.Tensor,
+                        eps_low: float, eps_high: float) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    ratio = torch.exp(logprobs - old_logprobs)  # [N, T]
+    clipped = torch.clamp(ratio, 1.0 - eps_low, 1.0 + eps_high)
+    per_token = -torch.minimum(ratio * adv, clipped * adv)  # [N, T]
+    r = ratio.detach()
+    flags = {"upper": (adv > 0) & (r > 1.0 + eps_high), "lower": (adv < 0) & (r < 1.0 - eps_low)}
+    return per_token, flags, ratio
+
+
+def _clip_metrics(flags: dict, ratio: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    return {"clip_frac_upper": _masked_mean(flags["upper"].float(), mask),
+            "clip_frac_lower": _masked_mean(flags["lower"].float(), mask),
+            **_ratio_metrics(ratio, mask)}
+
+
+def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """Schulman's k3 estimator of KL(pi || ref), per token; non-negative, unbiased."""
+    delta = ref_logprobs - logprobs
+    return torch.exp(delta) - delta - 1.0
+
+
+@register_policy_loss("grpo")
+def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+              mask: torch.Tensor, *, eps_low: float = 0.2, eps_high: float = 0.2,
+              kl_coef: float = 0.0, ref_logprobs: torch.Tensor | None = None,
+              agg: Agg = "seq-mean", denom: float | None = None,
+              **_: object) -> tuple[torch.Tensor, dict[str, float]]:
+    """GRPO (DeepSeekMath): PPO's clipped surrogate, per-sequence mean, optional k3 KL to a
+    reference policy weighted by ``kl_coef`` (needs ``ref_logprobs``)."""
+    adv = _broadcast_adv(advantages, logprobs)
+    per_token, flags, ratio = _ppo_clip_per_token(logprobs, old_logprobs, adv, eps_low, eps_high)
+    metrics = _clip_metrics(flags, ratio, mask)
+    if kl_coef > 0.0:
+        if ref_logprobs is None:
+            raise ValueError("grpo: kl_coef > 0 needs ref_logprobs")
+        kl = kl_k3(logprobs, ref_logprobs)
+        per_token = per_token + kl_coef * kl
+        metrics["kl"] = _masked_mean(kl.detach(), mask)
+    return agg_loss(per_token, mask, agg, denom), metrics
+
+
+@register_policy_loss("dapo")
+def dapo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+              mask: torch.Tensor, *, eps_low: float = 0.2, eps_high: float = 0.28,
+              agg: Agg = "token-mean", denom: float | None = None,
+              **_: object) -> tuple[torch.Tensor, dict[str, float]]:
+    """DAPO (arXiv 2503.14476): clip-higher (0.2 / 0.28), token-level mean, no KL."""
+    adv = _broadcast_adv(advantages, logprobs)
+    per_token, flags, ratio = _ppo_clip_per_token(logprobs, old_logprobs, adv, eps_low, eps_high)
+    return agg_loss(per_token, mask, agg, denom), _clip_metrics(flags, ratio, mask)
+
+
+@register_policy_loss("ppo")
+def ppo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+             mask: torch.Tensor, *, eps_low: float = 0.2, eps_high: float = 0.2,
+             agg: Agg = "token-mean", denom: float | None = None,
+             **_: object) -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO's clipped surrogate objective (no value loss: advantages come from the groups)."""
+    adv = _broadcast_adv(advantages, logprobs)
+    per_token, flags, ratio = _ppo_clip_per_token(logprobs, old_logprobs, adv, eps_low, eps_high)
+    return agg_loss(per_token, mask, agg, denom), _clip_metrics(flags, ratio, mask)

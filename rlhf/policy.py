@@ -1,0 +1,64 @@
+"""The learner's view of a causal LM: response-token log-probabilities through an FP32,
+chunked LM head.
+
+``PolicyModel`` wraps a Hugging Face causal LM (optionally a peft model). Its ``forward`` runs
+the decoder, picks the hidden states that predict response tokens, and applies the head with
+:func:`rlhf.logprobs.chunked_logprobs`; the head's weight is used inside this module's forward,
+so FSDP2 (which unshards a module's parameters for its forward) can wrap it as the root.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rlhf.batching import MicroBatch
+from rlhf.logprobs import chunked_logprobs
+
+
+def base_model(lm: nn.Module) -> nn.Module:
+    """The transformers model under a peft wrapper (or ``lm`` itself)."""
+    return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+
+
+class PolicyModel(nn.Module):
+    def __init__(self, lm: nn.Module, *, lm_head_fp32: bool = True, chunk_size: int = 1024):
+        super().__init__()
+        self.lm = lm
+        self.lm_head_fp32 = lm_head_fp32
+        self.chunk_size = chunk_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                prompt_lens: torch.Tensor, resp_lens: torch.Tensor,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (logprobs [n, R], entropy [n, R]) of the response tokens, zero-padded."""
+        base = base_model(self.lm)
+        hidden = base.model(input_ids=input_ids, attention_mask=attention_mask,
+                            use_cache=False).last_hidden_state  # [n, L, H]
+        n, L, H = hidden.shape
+        R = max(int(resp_lens.max()), 1)
+        # hidden at position p predicts token p + 1: response token k of row i sits at
+        # prompt_len + k and is predicted from prompt_len + k - 1.
+        k = torch.arange(R, device=input_ids.device)  # [R]
+        valid = k[None, :] < resp_lens[:, None].to(k.device)  # [n, R]
+        pos = (prompt_lens[:, None].to(k.device) - 1 + k[None, :]).clamp(max=L - 2)  # [n, R]
+        rows = torch.arange(n, device=k.device)[:, None].expand(n, R)
+        flat_h = hidden[rows[valid], pos[valid]]  # [T_sel, H]
+        targets = input_ids[rows[valid], pos[valid] + 1]  # [T_sel]
+        head = base.get_output_embeddings()
+        if self.lm_head_fp32:
+            lp, ent = chunked_logprobs(flat_h, head.weight, targets, head.bias, self.chunk_size)
+        else:  # head in the model's dtype, log-softmax in float32
+            logits = head(flat_h)  # [T_sel, V]
+            logp = torch.log_softmax(logits.float(), -1)
+            lp = logp.gather(-1, targets[:, None])[:, 0]
+            ent = -(logp.exp() * logp).sum(-1).detach()
+        logprobs = hidden.new_zeros((n, R), dtype=torch.float32)
+        entropy = hidden.new_zeros((n, R), dtype=torch.float32)
+        logprobs = logprobs.masked_scatter(valid, lp)
+        entropy = entropy.masked_scatter(valid, ent)
+        return logprobs, entropy
+
+    def micro_forward(self, mb: MicroBatch, device: torch.device):
+        return self(mb.input_ids.to(device), mb.attention_mask.to(device),
+                    mb.prompt_lens.to(device), mb.resp_lens.to(device))

@@ -1,0 +1,60 @@
+"""The generation-engine interface shared by the transformers (CPU) and vLLM (GPU) engines.
+
+Shapes: a request is one prompt's token ids; ``n`` samples per request. Log-probabilities are
+the sampler's *raw* log-probabilities of the sampled tokens (before temperature and top-p), so
+the learner's ``old_logprobs`` can be compared with them (M1's mismatch metric).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+FinishReason = Literal["stop", "length", "repetition"]
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How to sample. ``max_tokens`` is the default per request; ``max_tokens_per_request``
+    in :meth:`Engine.generate` overrides it per prompt."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_tokens: int = 256
+    seed: int | None = None
+    stop_token_ids: tuple[int, ...] = ()
+    # M1's early truncation: stop once `repetition_window` consecutive tokens each had
+    # probability > `repetition_prob`. 0 disables it.
+    repetition_window: int = 3000
+    repetition_prob: float = 0.99
+
+
+@dataclass
+class Completion:
+    """One sampled response: token ids, raw log-probabilities of those tokens, finish reason,
+    and the index of the prompt it answers."""
+
+    prompt_index: int
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: FinishReason
+    policy_version: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig,
+                 max_tokens_per_request: list[int] | None = None,
+                 seeds: list[int] | None = None) -> list[Completion]:
+        """``n`` completions for each prompt, ordered prompt by prompt. ``seeds[i]`` seeds
+        prompt i's samples so that a prompt re-issued elsewhere draws the same samples."""
+        ...
+
+    def update_weights(self, named_tensors: dict) -> None: ...
+
+    def sleep(self) -> None: ...
+
+    def wake_up(self) -> None: ...

@@ -1,0 +1,58 @@
+"""The rollout role: one engine per actor. The driver-side group handle lives in
+``rlhf.actors.RolloutGroup``; this class is what runs inside each actor."""
+
+from __future__ import annotations
+
+import time
+
+from rollout.base import Completion, SamplingConfig
+
+
+def make_engine(kind: str, model_path: str, **options):
+    """Build an engine by name: ``hf`` (transformers, CPU) or ``vllm`` (imported only here)."""
+    if kind == "hf":
+        from rollout.hf_engine import HFEngine
+
+        return HFEngine(model_path, **options)
+    if kind == "vllm":
+        from rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model_path, **options)
+    raise ValueError(f"unknown engine {kind!r}; valid: hf, vllm")
+
+
+class RolloutWorker:
+    def __init__(self, kind: str, model_path: str, engine_options: dict, num_threads: int = 1):
+        import torch
+        from transformers import AutoTokenizer
+
+        torch.set_num_threads(max(1, num_threads))
+        self.engine = make_engine(kind, model_path, **engine_options)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.version = 0
+
+    def generate(self, prompt_ids: list[list[int]], sampling: SamplingConfig, seeds: list[int],
+                 max_tokens: list[int] | None = None) -> list[Completion]:
+        t0 = time.perf_counter()
+        outs = self.engine.generate(prompt_ids, sampling, max_tokens, seeds)
+        for c in outs:
+            c.policy_version = self.version
+            c.extra["text"] = self.tokenizer.decode(c.token_ids, skip_special_tokens=True)
+        if outs:
+            outs[0].extra["gen_time"] = time.perf_counter() - t0
+        return outs
+
+    def update_weights(self, named_tensors: dict, version: int) -> float:
+        t0 = time.perf_counter()
+        self.engine.update_weights(named_tensors)
+        self.version = version
+        return time.perf_counter() - t0
+
+    def sleep(self) -> None:
+        self.engine.sleep()
+
+    def wake_up(self) -> None:
+        self.engine.wake_up()
+
+    def ping(self) -> int:
+        return self.version

@@ -22,7 +22,8 @@ def group_advantages(rewards: torch.Tensor, group_size: int, *, normalize_std: b
     grouped = rewards.view(-1, group_size).to(torch.float64)  # [N/G, G]
     centred = grouped - grouped.mean(-1, keepdim=True)
     if normalize_std and group_size > 1:
-        centred = centred / (grouped.std(-1, keepdim=True) + eps)
+        std = grouped.std(-1, keepdim=True)
+        centred = torch.where(std > 0, centred / (std + eps), torch.zeros_like(centred))
     return centred.reshape(-1).to(torch.float32)  # [N]
 
 

@@ -221,6 +221,14 @@ class Recipe(Section):
     precision: PrecisionConfig = Field(default_factory=PrecisionConfig, description="Numerics.")
     placement: PlacementConfig = Field(default_factory=PlacementConfig, description="Where actors run.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_loss_type(cls, data: Any) -> Any:
+        """A ``loss`` section without ``type`` is CISPO (the toolkit's default)."""
+        if isinstance(data, dict) and isinstance(data.get("loss"), dict) and "type" not in data["loss"]:
+            data = {**data, "loss": {"type": "cispo", **data["loss"]}}
+        return data
+
 
 # ---------------------------------------------------------------------------------------
 class RecipeError(ValueError):
@@ -295,6 +303,8 @@ def _format_errors(exc: ValidationError, data: dict) -> list[str]:
             near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
             hint = f"; did you mean {'.'.join(map(str, loc[:-1] + (near[0],)))!r}?" if near else ""
             out.append(f"{path}: unknown key{hint} (valid keys: {', '.join(valid)})")
+        elif err["type"] == "union_tag_not_found":
+            out.append(f"{path}: missing `type:` key that picks the variant")
         else:
             got = err.get("input")
             shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"

@@ -203,8 +203,9 @@ class Run:
         self.push_weights(bump=False)
 
     def evaluate(self, step: int) -> dict:
-        if self.eval_ds is None:
+        if self.eval_ds is None or getattr(self, "_last_eval", None) == step:
             return {}
+        self._last_eval = step
         t0 = time.perf_counter()
         rows = [dict(row) for row in self.eval_ds]
         prompts = [row.pop("prompt_ids") for row in rows]

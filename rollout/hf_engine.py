@@ -10,6 +10,8 @@ Shapes: ``B`` rows (prompt x sample) in a decode batch, ``P`` padded prompt leng
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from rollout.base import Completion, SamplingConfig
@@ -28,6 +30,8 @@ class HFEngine:
             model_path, dtype=getattr(torch, dtype)).to(self.device).eval()
         self.lm_head_fp32 = lm_head_fp32
         self.max_batch_rows = max_batch_rows
+        params = inspect.signature(self.model.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.eos_id = self.model.config.eos_token_id
         pad = self.model.config.pad_token_id
         self.pad_id = pad if pad is not None else 0
@@ -94,7 +98,7 @@ class HFEngine:
         past, step_ids, step_pos = None, ids, pos
         for t in range(int(budgets.max())):
             outp = self.model.model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos,
-                                    past_key_values=past, use_cache=True)
+                                    use_cache=True, **{self._cache_kw: past})
             past = outp.past_key_values
             logits = self._head(outp.last_hidden_state[:, -1])  # [B, V] float32
             raw_logp = torch.log_softmax(logits, -1)

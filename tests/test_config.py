@@ -1,0 +1,94 @@
+"""Recipes load into typed configs; bad input gives every error with its key path."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlhf.config import CispoLoss, GrpoLoss, RecipeError, check_resources, load_recipe, parse_recipe
+
+pytestmark = pytest.mark.unit
+RECIPES = sorted((Path(__file__).parent.parent / "recipes").rglob("*.yaml"))
+
+
+def test_there_are_recipes():
+    assert len(RECIPES) >= 1
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_every_recipe_loads_and_has_a_header(path):
+    recipe = load_recipe(path)
+    assert recipe.run.steps >= 0
+    head = path.read_text().splitlines()[:3]
+    assert head and head[0].startswith("#"), f"{path} must start with a header comment"
+    assert "rlhf train" in path.read_text(), f"{path} header must give the launch command"
+
+
+def _minimal(**extra):
+    data = {"model": {"build": {}}, "data": {"train": {"type": "synthetic"}}}
+    data.update(extra)
+    return data
+
+
+def test_loss_is_picked_by_type_with_m1_defaults():
+    r = parse_recipe(_minimal())
+    assert isinstance(r.loss, CispoLoss) and r.loss.eps_low is None
+    assert r.train.optim.betas == (0.9, 0.95) and r.train.optim.eps == 1e-15
+    r = parse_recipe(_minimal(loss={"type": "grpo", "kl_coef": 0.01}))
+    assert isinstance(r.loss, GrpoLoss) and r.loss.agg == "seq-mean"
+
+
+def test_all_errors_at_once_with_paths_and_suggestions():
+    bad = _minimal(loss={"type": "cispo", "eps_hgh": 0.3},
+                   rollout={"temperature": "hot", "samples_per_prompt": 0},
+                   trian={"mini_batches": 16})
+    with pytest.raises(RecipeError) as exc:
+        parse_recipe(bad)
+    errs = exc.value.errors
+    text = "\n".join(errs)
+    assert len(errs) == 4, text
+    assert "loss.eps_hgh: unknown key; did you mean 'loss.eps_high'?" in text
+    assert "trian: unknown key; did you mean 'train'?" in text
+    assert "rollout.temperature" in text and "'hot'" in text
+    assert "rollout.samples_per_prompt" in text and "greater than or equal to 1" in text
+
+
+def test_unknown_loss_type_names_the_choices():
+    with pytest.raises(RecipeError, match="'cispo', 'grpo', 'dapo' or 'ppo'|cispo.*grpo.*dapo.*ppo"):
+        parse_recipe(_minimal(loss={"type": "reinforce"}))
+
+
+def test_dotted_overrides(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(_minimal()))
+    r = load_recipe(p, ["loss.eps_high=0.3", "train.mini_batches=16", "loss.eps_low=null",
+                        "run.name=x"])
+    assert r.loss.eps_high == 0.3 and r.train.mini_batches == 16 and r.run.name == "x"
+    with pytest.raises(RecipeError, match="key.path=value"):
+        load_recipe(p, ["loss.eps_high"])
+
+
+def test_model_source_must_be_exactly_one():
+    with pytest.raises(RecipeError, match="exactly one of model.path"):
+        parse_recipe({"model": {}, "data": {"train": {"type": "synthetic"}}})
+
+
+def test_missing_model_dir_and_empty_data_file(tmp_path):
+    empty = tmp_path / "prompts.jsonl"
+    empty.write_text("")
+    r = parse_recipe({"model": {"path": str(tmp_path / "nope")},
+                      "data": {"train": {"type": "file", "path": str(empty)},
+                               "eval": {"type": "file", "path": str(tmp_path / "gone.jsonl")}}})
+    errs = check_resources(r)
+    assert any("model.path" in e and "does not exist" in e for e in errs)
+    assert any("data.train.path" in e and "is empty" in e for e in errs)
+    assert any("data.eval.path" in e and "does not exist" in e for e in errs)
+
+
+def test_missing_recipe_file_and_bad_yaml(tmp_path):
+    with pytest.raises(RecipeError, match="does not exist"):
+        load_recipe(tmp_path / "none.yaml")
+    p = tmp_path / "bad.yaml"
+    p.write_text("model: [unclosed")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(p)

@@ -1,0 +1,102 @@
+"""The transformers engine: raw logprobs, seeds, budgets, finish reasons, repetition stop."""
+
+import math
+import random
+
+import pytest
+import torch
+
+from rollout.base import SamplingConfig
+from rollout.hf_engine import HFEngine
+from rollout.repetition import RepetitionTracker, first_repetition_stop
+
+pytestmark = pytest.mark.unit
+
+
+def test_repetition_rule_on_a_scripted_sequence():
+    hi, lo = math.log(0.995), math.log(0.5)
+    seq = [hi] * 4 + [lo] + [hi] * 6 + [lo]
+    assert first_repetition_stop(seq, window=5, prob=0.99) == 9  # tokens 5..9 are the run
+    assert first_repetition_stop(seq, window=7, prob=0.99) is None
+    assert first_repetition_stop(seq, window=0, prob=0.99) is None
+    tr = RepetitionTracker(1, window=5, prob=0.99)
+    fired = [bool(tr.update(torch.tensor([x]))[0]) for x in seq]
+    assert fired.index(True) == 9
+
+
+def test_repetition_tracker_matches_loop_on_random_batches():
+    rng = random.Random(0)
+    seqs = [[math.log(rng.choice([0.999, 0.999, 0.999, 0.3])) for _ in range(60)] for _ in range(8)]
+    tr = RepetitionTracker(8, window=6, prob=0.99)
+    first = [None] * 8
+    for t in range(60):
+        hit = tr.update(torch.tensor([s[t] for s in seqs]))
+        for b in range(8):
+            if hit[b] and first[b] is None:
+                first[b] = t
+    assert first == [first_repetition_stop(s, 6, 0.99) for s in seqs]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    return HFEngine(tiny_model_dir)
+
+
+def test_logprobs_are_the_raw_teacher_forced_ones(engine):
+    prompts = [[5, 6, 7], [9, 10, 11, 12, 13]]
+    outs = engine.generate(prompts, SamplingConfig(n=3, temperature=1.5, top_p=0.9, max_tokens=12, seed=0))
+    assert [c.prompt_index for c in outs] == [0, 0, 0, 1, 1, 1]
+    for c in outs:
+        full = torch.tensor([prompts[c.prompt_index] + c.token_ids])
+        with torch.no_grad():
+            logp = torch.log_softmax(engine.model(full).logits[0].float(), -1)
+        P = len(prompts[c.prompt_index])
+        ref = [logp[P - 1 + k, t].item() for k, t in enumerate(c.token_ids)]
+        assert max(abs(a - b) for a, b in zip(ref, c.logprobs)) < 1e-4
+
+
+def test_per_prompt_seeds_make_samples_independent_of_batching(engine):
+    prompts = [[5, 6, 7], [9, 10, 11, 12, 13], [20, 21]]
+    s = SamplingConfig(n=2, max_tokens=10)
+    together = engine.generate(prompts, s, seeds=[11, 22, 33])
+    alone = engine.generate([prompts[1]], s, seeds=[22])
+    assert [c.token_ids for c in together[2:4]] == [c.token_ids for c in alone]
+    other = engine.generate([prompts[1]], s, seeds=[23])
+    assert [c.token_ids for c in other] != [c.token_ids for c in alone]
+
+
+def test_per_request_budget_gives_length_finish(engine):
+    outs = engine.generate([[5, 6], [7, 8]], SamplingConfig(n=1, max_tokens=50, seed=1,
+                                                            stop_token_ids=()),
+                           max_tokens_per_request=[3, 5])
+    assert len(outs[0].token_ids) <= 3 and len(outs[1].token_ids) <= 5
+    for c, budget in zip(outs, [3, 5]):
+        assert c.finish_reason in ("length", "stop")
+        if c.finish_reason == "length":
+            assert len(c.token_ids) == budget
+
+
+def test_repetition_stop_fires_on_a_degenerate_model(tiny_model_dir):
+    eng = HFEngine(tiny_model_dir)
+    sd = {k: v.clone() for k, v in eng.model.state_dict().items()}
+    sd["model.embed_tokens.weight"].fill_(1.0)  # every position's residual is the same vector
+    for k in sd:
+        if k.endswith("o_proj.weight") or k.endswith("down_proj.weight"):
+            sd[k].zero_()
+    target = 42
+    sd["lm_head.weight"].zero_()
+    sd["lm_head.weight"][target] = 1.0  # logit of `target` = hidden size; others 0
+    eng.update_weights(sd)
+    outs = eng.generate([[5, 6, 7]], SamplingConfig(n=2, max_tokens=40, seed=0,
+                                                   repetition_window=7, repetition_prob=0.99))
+    for c in outs:
+        assert c.finish_reason == "repetition"
+        assert c.token_ids == [target] * 7
+        assert all(lp > math.log(0.99) for lp in c.logprobs)
+    off = eng.generate([[5, 6, 7]], SamplingConfig(n=1, max_tokens=12, seed=0, repetition_window=0))
+    assert off[0].finish_reason == "length" and len(off[0].token_ids) == 12
+
+
+def test_update_weights_rejects_unknown_names(engine):
+    with pytest.raises(KeyError, match="unknown parameter"):
+        engine.update_weights({"not.a.param": torch.zeros(1)})

@@ -38,7 +38,10 @@ def _joins_boxes(between: str) -> bool:
     if len(between) > 80:
         return False
     words = _BOX_JOINER_NOISE_RE.sub(" ", between).split()
-    return len(words) <= 3 and all(len(w) <= 8 for w in words)
+    if not words:
+        return True
+    return len(words) <= 3 and all(len(w) <= 8 for w in words) and any(
+        w.lower() in ("and", "or", "et", "und", "y", "和", "或") for w in words)
 
 
 def strip_think(text: str, require_close: bool = False) -> str | None:
@@ -49,39 +52,42 @@ def strip_think(text: str, require_close: bool = False) -> str | None:
     return None if require_close else text
 
 
-def _balanced(text: str, open_idx: int) -> int | None:
-    """Index just past the brace group opening at ``open_idx`` (which holds '{'), or None."""
-    depth = 0
-    i, n = open_idx, len(text)
+def _brace_matches(text: str) -> dict[int, int]:
+    """Index of each '{' -> index just past its matching '}', in one pass (escapes skipped)."""
+    matches: dict[int, int] = {}
+    stack: list[int] = []
+    i, n = 0, len(text)
     while i < n:
         c = text[i]
         if c == "\\":
             i += 2
             continue
         if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return i + 1
+            stack.append(i)
+        elif c == "}" and stack:
+            matches[stack.pop()] = i + 1
         i += 1
-    return None
+    return matches
 
 
 def boxed_spans(text: str) -> list[tuple[int, int, str]]:
-    """All top-level ``\\boxed{...}`` as (start, end, content); unbalanced boxes are skipped."""
+    """All top-level ``\\boxed{...}`` as (start, end, content); unbalanced boxes are skipped.
+    Linear time, also for inputs made of thousands of unclosed boxes."""
+    starts = [m for m in _BOX_RE.finditer(text)]
+    if not starts:
+        return []
+    close = _brace_matches(text)
     spans: list[tuple[int, int, str]] = []
     pos = 0
-    while True:
-        m = _BOX_RE.search(text, pos)
-        if not m:
-            return spans
-        end = _balanced(text, m.end() - 1)
+    for m in starts:
+        if m.start() < pos:
+            continue  # nested inside the previous box
+        end = close.get(m.end() - 1)
         if end is None:
-            pos = m.end()
             continue
         spans.append((m.start(), end, text[m.end():end - 1].strip()))
         pos = end
+    return spans
 
 
 def last_boxed(text: str) -> str | None:

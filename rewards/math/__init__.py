@@ -27,6 +27,9 @@ Options (``get_verifier("math", **options)``):
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import copy
+import hashlib
 import re
 import threading
 from collections import OrderedDict
@@ -46,9 +49,15 @@ _GOLD_SPANS_RE = re.compile(r"\$([^$]+)\$")
 _GOLD_JOINER_RE = re.compile(r"^(?:\s|,|;|\band\b|\bor\b)*$")
 
 
+_RESULTS: OrderedDict[bytes, RewardResult] = OrderedDict()
+_RESULTS_SIZE = 50_000
+
+
 def clear_cache() -> None:
+    """Forget all cached verdicts (answer pairs and whole responses)."""
     with _CACHE_LOCK:
         _CACHE.clear()
+        _RESULTS.clear()
 
 
 def _cache_get(key: tuple[str, str]) -> tuple[bool, str] | None:
@@ -131,7 +140,28 @@ class MathVerifier(BaseVerifier):
         self.extract, self.require_think_close, self.timeout = extract, require_think_close, timeout
         self.max_workers = max_workers or 0
 
+    def _key(self, response: str, task: dict) -> bytes:
+        h = hashlib.blake2b(digest_size=16)
+        h.update(f"{self.extract}|{self.require_think_close}|{self.timeout}|".encode())
+        h.update(repr(task.get("answer")).encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+        h.update(response.encode("utf-8", "surrogatepass"))
+        return h.digest()
+
     def score(self, response: str, task: dict) -> RewardResult:
+        key = self._key(response, task)
+        with _CACHE_LOCK:
+            hit = _RESULTS.get(key)
+        if hit is not None:
+            return copy.deepcopy(hit)
+        result = self._score(response, task)
+        with _CACHE_LOCK:
+            _RESULTS[key] = copy.deepcopy(result)
+            if len(_RESULTS) > _RESULTS_SIZE:
+                _RESULTS.popitem(last=False)
+        return result
+
+    def _score(self, response: str, task: dict) -> RewardResult:
         gold = extract_gold(task.get("answer"))
         if gold is None or not clean(gold):
             return RewardResult(0.0, None, {"reason": "gold_unparseable", "gold": task.get("answer")})
@@ -162,8 +192,23 @@ class MathVerifier(BaseVerifier):
         return RewardResult(float(ok), ok, info)
 
     def batch(self, responses: Sequence[str], tasks: Sequence[dict]) -> list[RewardResult]:
+        """Score many; identical (response, answer) pairs are scored once, the rest concurrently
+        (threads waiting on worker processes)."""
+        if len(responses) != len(tasks):
+            raise ValueError(f"batch: {len(responses)} responses but {len(tasks)} tasks")
         if not self.max_workers:
             from rewards.math.pool import default_pool
 
             self.max_workers = default_pool().size
-        return super().batch(responses, tasks)
+        keys = [self._key(r, t) for r, t in zip(responses, tasks)]
+        first: dict[bytes, int] = {}
+        for i, k in enumerate(keys):
+            first.setdefault(k, i)
+        unique = list(first.values())
+        if self.max_workers <= 1 or len(unique) <= 1:
+            done = {keys[i]: self(responses[i], tasks[i]) for i in unique}
+        else:
+            with cf.ThreadPoolExecutor(self.max_workers) as ex:
+                outs = ex.map(lambda i: self(responses[i], tasks[i]), unique)
+                done = {keys[i]: out for i, out in zip(unique, outs)}
+        return [done[k] if first[k] == i else copy.deepcopy(done[k]) for i, k in enumerate(keys)]

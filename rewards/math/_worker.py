@@ -96,12 +96,35 @@ def compare(gold: str, pred: str, soft_timeout: int = 2) -> tuple[bool, str]:
     return bool(ok), "symbolic" if ok else "not_equivalent"
 
 
+# Typical answer shapes. Parsing them once fills the ANTLR parser's DFA cache and sympy's caches;
+# done in the forkserver before it forks workers, every worker starts warm.
+WARM_PAIRS = [
+    ("\\frac{1}{2}", "0.5"), ("\\sqrt{2}/2", "\\frac{\\sqrt{2}}{2}"), ("x^2+2x+1", "(x+1)^2"),
+    ("(1, \\frac{9}{2})", "(1,4.5)"), ("[0,1)", "[0, 1)"), ("(-\\infty, -3] \\cup [2, \\infty)", "(2, 3)"),
+    ("\\{1, 2, 3\\}", "3, 2, 1"), ("x = 3", "3"), ("x \\geq 5", "5 \\leq x"), ("x < 1", "-x > -1"),
+    ("\\begin{pmatrix}1 & 2 \\\\ 3 & 4\\end{pmatrix}", "\\begin{bmatrix}1 & 2 \\\\ 3 & 4\\end{bmatrix}"),
+    ("2\\pi", "6.283185"), ("\\sin^2 x + \\cos^2 x", "1"), ("\\tan^2(y)+1", "\\sec^2(y)"),
+    ("e^{i\\pi}", "-1"), ("\\log_2 8", "3"), ("10\\%", "0.1"), ("\\text{odd}", "\\text{even}"),
+    ("a_3 = 2, a_{37} = 19", "a_{37} = 19, a_3 = 2"), ("3 \\pm 2\\sqrt{2}", "3+2\\sqrt{2}, 3-2\\sqrt{2}"),
+    ("90^\\circ", "\\frac{\\pi}{2}"), ("\\dfrac{x+2}{7}", "\\frac{x}{7}+\\frac{2}{7}"), ("5!", "120"),
+    ("\\binom{5}{2}", "10"), ("|x-2|", "2-x"), ("f(x) = 2x", "2x"), ("y=-\\frac{1}{2}x+\\frac{3}{4}", "2x+4y-3=0"),
+]
+
+
+def warm() -> None:
+    harden()
+    for g, p in WARM_PAIRS:
+        try:
+            compare(g, p)
+        except Exception:
+            pass
+
+
 def serve(conn, max_bytes: int) -> None:  # pragma: no cover - runs in the child process
     """Worker loop: receive (gold, pred, soft_timeout), answer (ok, reason)."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     limit_memory(max_bytes)
-    harden()
-    compare("1", "1")  # warm the parser before saying ready
+    warm()  # a no-op cost when the forkserver already warmed up (caches are inherited)
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -110,6 +133,10 @@ def serve(conn, max_bytes: int) -> None:  # pragma: no cover - runs in the child
             return
         if msg is None:
             return
+        if msg == "clear":
+            _parse.cache_clear()
+            conn.send(("cleared", os.getpid()))
+            continue
         gold, pred, soft = msg
         try:
             conn.send(compare(gold, pred, soft))

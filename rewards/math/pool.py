@@ -81,8 +81,7 @@ class WorkerPool:
         self.size, self.max_bytes, self.start_timeout = size, max_bytes, start_timeout
         self._ctx = mp.get_context("forkserver")
         try:
-            self._ctx.set_forkserver_preload(["rewards.math._worker", "sympy", "math_verify",
-                                              "latex2sympy2_extended"])
+            self._ctx.set_forkserver_preload(["rewards.math._warm"])
         except Exception:
             pass
         self._idle: queue.Queue[_Handle] = queue.Queue()
@@ -127,6 +126,24 @@ class WorkerPool:
             return False, "error: worker died"
         self._retire(h)
         return False, "timeout"
+
+    def clear_caches(self) -> None:
+        """Empty each worker's parse cache (benchmarks use this to time cold comparisons)."""
+        handles = []
+        while True:
+            try:
+                handles.append(self._idle.get_nowait())
+            except queue.Empty:
+                break
+        for h in handles:
+            try:
+                if h.wait_ready(self.start_timeout):
+                    h.conn.send("clear")
+                    if h.conn.poll(self.start_timeout):
+                        h.conn.recv()
+            except (EOFError, OSError):
+                pass
+            self._idle.put(h)
 
     def close(self) -> None:
         with self._lock:

@@ -77,14 +77,18 @@ def _kill_all():
     return len(_others_alive())
 
 
+REAPED = {}  # pid -> wait status of children reaped by _reap (the run's main process included)
+
+
 def _reap():
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        REAPED[pid] = status
 
 
 def _others_alive():
@@ -190,6 +194,7 @@ def _run(req):
             if room > 0:
                 bufs[fd] += chunk[:room]
     duration = time.monotonic() - t0
+    proc.poll()  # collect the main process's status before the sweep reaps everything
     _kill_all()
     # drain what is left in the pipes (writers are dead now, so this ends)
     for fd in list(open_fds):
@@ -204,7 +209,10 @@ def _run(req):
             room = cap - len(bufs[fd])
             if room > 0:
                 bufs[fd] += chunk[:room]
+    if proc.returncode is None and proc.pid in REAPED:
+        proc.returncode = os.waitstatus_to_exitcode(REAPED.pop(proc.pid))
     rc = proc.wait()
+    REAPED.clear()
     proc.stdout.close()
     proc.stderr.close()
     oom_after = _oom_count()

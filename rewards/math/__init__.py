@@ -197,9 +197,9 @@ class MathVerifier(BaseVerifier):
         if len(responses) != len(tasks):
             raise ValueError(f"batch: {len(responses)} responses but {len(tasks)} tasks")
         if not self.max_workers:
-            from rewards.math.pool import default_pool
+            from rewards.math.pool import pool_size
 
-            self.max_workers = default_pool().size
+            self.max_workers = pool_size()
         keys = [self._key(r, t) for r, t in zip(responses, tasks)]
         first: dict[bytes, int] = {}
         for i, k in enumerate(keys):

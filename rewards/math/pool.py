@@ -160,11 +160,15 @@ _POOL: WorkerPool | None = None
 _POOL_LOCK = threading.Lock()
 
 
+def pool_size() -> int:
+    """Workers in the process-wide pool: ``M1RL_MATH_WORKERS``, default min(4, cpus)."""
+    return max(1, int(os.environ.get("M1RL_MATH_WORKERS", min(4, os.cpu_count() or 1))))
+
+
 def default_pool() -> WorkerPool:
-    """The process-wide pool (size from ``M1RL_MATH_WORKERS``, default min(4, cpus))."""
+    """The process-wide pool, started on first use (symbolic comparisons only)."""
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            size = int(os.environ.get("M1RL_MATH_WORKERS", min(4, os.cpu_count() or 1)))
-            _POOL = WorkerPool(size=max(1, size))
+            _POOL = WorkerPool(size=pool_size())
         return _POOL

@@ -107,7 +107,7 @@ def main() -> None:
     clear_cache()
     pool.clear_caches()
     t = time.perf_counter()
-    res_seq = [ours_seq(r, k) for r, k in zip(responses, tasks)]
+    [ours_seq(r, k) for r, k in zip(responses, tasks, strict=True)]
     t_ours_seq = time.perf_counter() - t
 
     clear_cache()
@@ -130,10 +130,10 @@ def main() -> None:
     t_ours_rl = time.perf_counter() - t
 
     labels = [c["label"] for c in cases]
-    ours_ok = [bool(r.correct) == lab for r, lab in zip(res, labels)]
-    mv_ok = [m == lab for m, lab in zip(mv, labels)]
+    ours_ok = [bool(r.correct) == lab for r, lab in zip(res, labels, strict=True)]
+    mv_ok = [m == lab for m, lab in zip(mv, labels, strict=True)]
     by_source: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    for c, o, m in zip(cases, ours_ok, mv_ok):
+    for c, o, m in zip(cases, ours_ok, mv_ok, strict=True):
         key = c["source"].split(":")[0]
         by_source[key][0] += 1
         by_source[key][1] += o
@@ -141,7 +141,7 @@ def main() -> None:
     disagreements = [
         {"id": c["id"], "label": c["label"], "ours": bool(r.correct), "math_verify": m,
          "reason": r.info.get("reason"), "source": c["source"]}
-        for c, r, m, o in zip(cases, res, mv, ours_ok) if not o
+        for c, r, m, o in zip(cases, res, mv, ours_ok, strict=True) if not o
     ]
 
     # -- adversarial ------------------------------------------------------------------------

@@ -114,6 +114,6 @@ class RewardRouter:
         parts: list[dict[int, RewardResult]] = [{} for _ in tasks]
         with cf.ThreadPoolExecutor(max(1, len(per_spec))) as ex:
             for i, outs in ex.map(run, list(per_spec)):
-                for j, r in zip(per_spec[i], outs):
+                for j, r in zip(per_spec[i], outs, strict=True):
                     parts[j][i] = r
-        return [self._combine(t, p) for t, p in zip(tasks, parts)]
+        return [self._combine(t, p) for t, p in zip(tasks, parts, strict=True)]

@@ -116,7 +116,7 @@ def extract_gold(answer) -> str | None:
         return extract_answer(text, "lenient")
     spans = list(_GOLD_SPANS_RE.finditer(text))
     if len(spans) >= 2:  # "$1$ and $2$", "$21,16$ or $11$": one answer listed in parts
-        gaps = [text[:spans[0].start()]] + [text[a.end():b.start()] for a, b in zip(spans, spans[1:])]
+        gaps = [text[:spans[0].start()]] + [text[a.end():b.start()] for a, b in zip(spans, spans[1:], strict=False)]
         if all(_GOLD_JOINER_RE.match(g) for g in gaps + [text[spans[-1].end():]]):
             return ", ".join(m.group(1).strip() for m in spans)
     return text
@@ -200,7 +200,7 @@ class MathVerifier(BaseVerifier):
             from rewards.math.pool import pool_size
 
             self.max_workers = pool_size()
-        keys = [self._key(r, t) for r, t in zip(responses, tasks)]
+        keys = [self._key(r, t) for r, t in zip(responses, tasks, strict=True)]
         first: dict[bytes, int] = {}
         for i, k in enumerate(keys):
             first.setdefault(k, i)
@@ -210,5 +210,5 @@ class MathVerifier(BaseVerifier):
         else:
             with cf.ThreadPoolExecutor(self.max_workers) as ex:
                 outs = ex.map(lambda i: self(responses[i], tasks[i]), unique)
-                done = {keys[i]: out for i, out in zip(unique, outs)}
+                done = {keys[i]: out for i, out in zip(unique, outs, strict=True)}
         return [done[k] if first[k] == i else copy.deepcopy(done[k]) for i, k in enumerate(keys)]

@@ -22,7 +22,6 @@ import threading
 
 from rewards.math import _worker
 
-
 _START_LOCK = threading.Lock()
 
 
@@ -84,7 +83,8 @@ class WorkerPool:
             self._ctx.set_forkserver_preload(["rewards.math._warm"])
         except Exception:
             pass
-        self._idle: queue.Queue[_Handle] = queue.Queue()
+        # LIFO: a sequential caller keeps reusing the same worker, whose parser caches are warm
+        self._idle: queue.LifoQueue[_Handle] = queue.LifoQueue()
         self._lock = threading.Lock()
         self._all: list[_Handle] = []
         self.restarts = 0
@@ -114,7 +114,7 @@ class WorkerPool:
         if not h.wait_ready(self.start_timeout):
             self._retire(h)
             return False, "error: worker failed to start"
-        soft = max(1, int(timeout * 0.6))
+        soft = max(1, int(timeout) - 1)  # SIGALRM inside the worker first; the kill is the backstop
         try:
             h.conn.send((gold, pred, soft))
             if h.conn.poll(timeout):

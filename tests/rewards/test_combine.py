@@ -83,7 +83,7 @@ def test_router_batch_matches_calls_and_runs_verifiers_concurrently(tmp_path, mo
     out = router.batch(responses, tasks)
     assert time.monotonic() - t < 0.55  # the two slow verifiers overlapped
     assert all(isinstance(r, RewardResult) for r in out)
-    assert [r.score for r in out] == [router(x, k).score for x, k in zip(responses, tasks)]
+    assert [r.score for r in out] == [router(x, k).score for x, k in zip(responses, tasks, strict=True)]
 
 
 def test_router_survives_a_raising_verifier(tmp_path, monkeypatch):

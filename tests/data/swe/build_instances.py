@@ -49,8 +49,7 @@ INSTANCES = [
         "bug": "        d[item] = 1\n",
         # wrong: fixes frequencies but breaks interpose -> a PASS_TO_PASS regression
         "wrong": "        d[item] += 1\n",
-        "wrong_extra": ("        return iter([])\n    return inposed\n",
-                        "        return iter([])\n    return iter(list(inposed)[:-1])\n"),
+        "wrong_extra": ("        return iter([])\n", "        return iter([el])\n"),
         "fail_to_pass": ["toolz/tests/test_itertoolz.py::test_frequencies"],
         "pass_to_pass": ["toolz/tests/test_itertoolz.py::test_interpose",
                          "toolz/tests/test_itertoolz.py::test_interpose_empty",

@@ -49,7 +49,8 @@ INSTANCES = [
         "bug": "        d[item] = 1\n",
         # wrong: fixes frequencies but breaks interpose -> a PASS_TO_PASS regression
         "wrong": "        d[item] += 1\n",
-        "wrong_extra": ("        return iter([])\n", "        return iter([el])\n"),
+        "wrong_extra": ("        return iter([])\n    return inposed\n",
+                        "        return iter([el])\n    return inposed\n"),
         "fail_to_pass": ["toolz/tests/test_itertoolz.py::test_frequencies"],
         "pass_to_pass": ["toolz/tests/test_itertoolz.py::test_interpose",
                          "toolz/tests/test_itertoolz.py::test_interpose_empty",

@@ -409,7 +409,7 @@ class CodeVerifier(BaseVerifier):
         if len(responses) != len(tasks):
             raise ValueError(f"batch: {len(responses)} responses but {len(tasks)} tasks")
         if self.max_workers <= 1 or len(responses) <= 1:
-            return [self(r, t) for r, t in zip(responses, tasks)]
+            return [self(r, t) for r, t in zip(responses, tasks, strict=True)]
         t_submit = time.monotonic()
 
         def one(rt: tuple[str, dict]) -> RewardResult:
@@ -419,7 +419,7 @@ class CodeVerifier(BaseVerifier):
             return res
 
         with cf.ThreadPoolExecutor(self.max_workers, thread_name_prefix="code-verify") as ex:
-            return list(ex.map(one, zip(responses, tasks)))
+            return list(ex.map(one, zip(responses, tasks, strict=True)))
 
     def score(self, response: str, task: dict) -> RewardResult:
         program = extract_program(response)

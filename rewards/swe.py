@@ -41,7 +41,6 @@ import json
 import os
 import re
 import secrets
-import shlex
 import tarfile
 import threading
 import time
@@ -240,7 +239,7 @@ class SWEVerifier(BaseVerifier):
             return res
 
         with cf.ThreadPoolExecutor(max(1, self.max_workers), thread_name_prefix="swe") as ex:
-            return list(ex.map(one, zip(responses, tasks)))
+            return list(ex.map(one, zip(responses, tasks, strict=True)))
 
     def _repo_tarball(self, repo: str | os.PathLike) -> bytes:
         path = Path(repo)

@@ -1,3 +1,4 @@
+# ruff: noqa: UP031  (runs on the image's python3, kept to 3.7-compatible code)
 """In-container agent: PID 1 of every warm sandbox container (stdlib only, Python 3.7+).
 
 The host starts the container with ``docker run -i`` and a two-line bootstrap that reads this

@@ -376,9 +376,10 @@ class SandboxPool:
                 with self._lock:
                     empty = not self._all
                 if empty and self._start_error:
-                    raise SandboxError(f"no sandbox container could start: {self._start_error}")
+                    raise SandboxError(
+                        f"no sandbox container could start: {self._start_error}") from None
                 if time.monotonic() > deadline:
-                    raise SandboxError(f"no free sandbox container within {wait_s}s")
+                    raise SandboxError(f"no free sandbox container within {wait_s}s") from None
 
     def run(self, command: str | Sequence[str], files: Mapping[str, Any] | None = None,
             stdin: str | bytes | None = None, timeout: float | None = None,

@@ -184,7 +184,7 @@ def test_humaneval_canonical_pass_and_wrong_fail(v, humaneval):
     canon = [block(p["prompt"] + p["canonical_solution"]) for p in probs]
     res = v.batch(canon, tasks)
     assert [r.correct for r in res] == [True] * len(probs), [
-        (p["task_id"], r.info) for p, r in zip(probs, res) if not r.correct]
+        (p["task_id"], r.info) for p, r in zip(probs, res, strict=True) if not r.correct]
     wrong = [block(wrong_variant(p)) for p in probs]
     res = v.batch(wrong, tasks)
     assert [r.correct for r in res] == [False] * len(probs)

@@ -1,7 +1,8 @@
 """Multi-step integer arithmetic with worked steps.
 
-A problem is an expression of ``difficulty + 1`` single- or two-digit numbers joined by
-``+ - *``. The reference solution rewrites the expression one operation at a time (products
+Difficulty: 1 and 2 are one and two additions/subtractions of single digits; 3 adds
+multiplication; 4 uses three operations on numbers up to 20; from 5 on, ``difficulty - 1``
+operations on numbers up to 99. The reference solution rewrites the expression one operation at a time (products
 first, then left to right), so a model warmed up on it learns a chain of short steps::
 
     prompt:   "Compute 12+7*3.\\n"
@@ -42,10 +43,11 @@ def _render(nums: list[int], ops: list[str]) -> str:
 
 
 def make_problem(rng: random.Random, difficulty: int) -> dict:
-    n_ops = max(1, difficulty)
-    hi = 9 if difficulty <= 2 else 20 if difficulty <= 4 else 99
+    n_ops = {1: 1, 2: 2, 3: 2, 4: 3}.get(difficulty, difficulty - 1)
+    hi = 9 if difficulty <= 3 else 20 if difficulty == 4 else 99
+    symbols = "+-" if difficulty <= 2 else "+-*"
     nums = [rng.randint(1, hi) for _ in range(n_ops + 1)]
-    ops = [rng.choice("+-*") for _ in range(n_ops)]
+    ops = [rng.choice(symbols) for _ in range(n_ops)]
     lines = _steps(nums, ops)
     answer = lines[-1]
     expr = lines[0]

@@ -1,0 +1,9 @@
+"""Plug-in verifiers used by the integration tests (loaded by import path, like a user's)."""
+
+from rewards import RewardResult
+
+
+def digit_count(response: str, task: dict) -> RewardResult:
+    """A dense reward any random model gets variance on: the fraction of digits."""
+    digits = sum(ch.isdigit() for ch in response)
+    return RewardResult(digits / max(len(response), 1), None, {"digits": digits})

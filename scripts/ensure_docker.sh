@@ -43,7 +43,8 @@ fi
 exec 9>/var/lock/ensure_docker.lock
 flock 9
 if ! docker info >/dev/null 2>&1; then
-  if ! pgrep -x dockerd >/dev/null 2>&1; then
+  # a dockerd that is still starting owns /var/run/docker.pid; otherwise start one
+  if ! { [ -f /var/run/docker.pid ] && kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; }; then
     rm -f /var/run/docker.pid
     echo "ensure_docker.sh: starting dockerd (log: $LOG)" >&2
     nohup setsid dockerd --bridge=none --iptables=false --ip6tables=false >>"$LOG" 2>&1 </dev/null &

@@ -27,13 +27,15 @@ def _free_port() -> int:
 
 class LearnerGroup:
     def __init__(self, n: int, worker_kwargs: dict, num_cpus: float = 1.0, num_gpus: float = 0,
-                 placement_group=None):
+                 placement_group=None, name: str | None = None):
         from rlhf.learner import LearnerWorker
 
         port = _free_port()
         opts = {"num_cpus": num_cpus, "num_gpus": num_gpus}
         self.actors = []
         for rank in range(n):
+            if name:  # named, so that operators (and tests) can find a learner by rank
+                opts["name"] = f"{name}-learner-{rank}"
             if placement_group is not None:
                 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
@@ -47,15 +49,20 @@ class LearnerGroup:
     def _all(self, method: str, *args, **kwargs) -> list:
         return ray.get([getattr(a, method).remote(*args, **kwargs) for a in self.actors])
 
-    def train(self, samples: list[TrainSample]) -> dict[str, float]:
-        """Each rank trains on an interleaved shard; metrics from rank 0 (global counts)."""
+    def train(self, samples: list[TrainSample], mini_batches: int) -> dict[str, float]:
+        """Split the generation batch into K mini-batches, then give each rank an interleaved
+        share of every mini-batch: the K updates are the same whatever the number of ranks."""
+        from rlhf.learner import split_minibatches
+
         n = len(self.actors)
-        results = ray.get([a.train.remote(samples[r::n]) for r, a in enumerate(self.actors)])
-        return results[0]
+        minis = split_minibatches(samples, mini_batches)
+        return _reduce_metrics(ray.get([a.train.remote([m[r::n] for m in minis])
+                                        for r, a in enumerate(self.actors)]))
 
     def sft_step(self, samples: list[TrainSample], lr: float) -> dict[str, float]:
         n = len(self.actors)
-        return ray.get([a.sft_step.remote(samples[r::n], lr) for r, a in enumerate(self.actors)])[0]
+        return _reduce_metrics(ray.get([a.sft_step.remote(samples[r::n], lr)
+                                        for r, a in enumerate(self.actors)]))
 
     def export_weights_ref(self, dtype: str | None = None) -> ray.ObjectRef:
         """Every rank joins the gather; rank 0's full state dict stays in the object store."""
@@ -81,6 +88,20 @@ class LearnerGroup:
         finally:
             for a in self.actors:
                 ray.kill(a)
+
+
+_SUMMED = {"loss", "sft_loss"}  # each rank holds its share of a globally normalised loss
+
+
+def _reduce_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
+    """Combine rank metrics: global losses are summed over ranks, the rest averaged
+    (grad_norm, lr and policy_version are already identical on every rank)."""
+    keys = set().union(*per_rank)
+    out = {}
+    for k in keys:
+        vals = [m[k] for m in per_rank if k in m]
+        out[k] = sum(vals) if k in _SUMMED else sum(vals) / len(vals)
+    return out
 
 
 class RolloutGroup:

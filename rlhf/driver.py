@@ -34,7 +34,7 @@ def train(recipe: Recipe, address: str | None = None) -> dict:
                                                 [batch.tasks[c.prompt_index] for c in completions])
             samples, batch_m = build_samples(recipe, batch, completions, rewards, step)
             t_score = time.perf_counter()
-            train_m = run.learners.train(samples) if samples else {}
+            train_m = run.learners.train(samples, recipe.train.mini_batches) if samples else {}
             t_train = time.perf_counter()
             sync_s = run.push_weights()
             metrics = {**batch_m, **score_m, **train_m, "time/generate": t_gen - t0,

@@ -116,17 +116,14 @@ class LearnerWorker:
         return out
 
     # ---- training -----------------------------------------------------------------------
-    def train(self, samples: list[TrainSample]) -> dict[str, float]:
-        """old_logprobs once, then K mini-batch updates. Returns metrics (rank-local values
-        of the loss metrics, global values of the counts)."""
+    def train(self, minibatches: list[list[TrainSample]]) -> dict[str, float]:
+        """One generation batch, already split into K mini-batches (this rank's share of
+        each): old_logprobs once, then one optimizer update per mini-batch."""
         t0 = time.perf_counter()
-        stale = [s.policy_version for s in samples if self.version - s.policy_version > self.cfg.max_staleness]
-        if stale:
-            raise ValueError(f"refusing {len(stale)} samples from policy versions {sorted(set(stale))}: "
-                             f"current version {self.version}, max_staleness {self.cfg.max_staleness}")
+        samples = [s for mb in minibatches for s in mb]
+        self._check_staleness(samples)
         self.policy.train()
-        old = self.compute_logprobs(samples)
-        for s, lp in zip(samples, old):
+        for s, lp in zip(samples, self.compute_logprobs(samples)):
             s.old_logprobs = lp
         if self.ref is not None:
             for s, lp in zip(samples, self.compute_logprobs(samples, self.ref)):
@@ -134,8 +131,7 @@ class LearnerWorker:
         metrics = _mismatch_metrics(samples)
         metrics["time/old_logprobs"] = time.perf_counter() - t0
         acc: dict[str, list[float]] = defaultdict(list)
-        K = min(self.cfg.mini_batches, max(len(samples), 1))
-        for mini in _split(samples, K):
+        for mini in minibatches:
             for key, v in self._update(mini).items():
                 acc[key].append(v)
         metrics.update({k: sum(v) / len(v) for k, v in acc.items()})
@@ -143,6 +139,14 @@ class LearnerWorker:
         metrics["policy_version"] = self.version
         metrics["time/train"] = time.perf_counter() - t0
         return metrics
+
+    def _check_staleness(self, samples: list[TrainSample]) -> None:
+        stale = sorted({s.policy_version for s in samples
+                        if self.version - s.policy_version > self.cfg.max_staleness})
+        if stale:
+            raise ValueError(f"refusing samples from policy versions {stale}: the learner is at "
+                             f"version {self.version} and train.max_staleness is "
+                             f"{self.cfg.max_staleness}")
 
     def _global_denom(self, mini: list[TrainSample], agg: str) -> float:
         local = sum(s.response_len for s in mini) if agg == "token-mean" else len(mini)
@@ -168,7 +172,7 @@ class LearnerWorker:
                                    **self.loss_cfg, denom=denom, ref_logprobs=ref)
             # FSDP averages gradients over ranks; the loss is already a global mean.
             (loss * weight * self.world_size).backward()
-            loss_total += float(loss) * weight
+            loss_total += float(loss.detach()) * weight
             n_tok = int(mask.sum()) if idx else 0
             tokens += n_tok
             for key, v in m.items():
@@ -196,7 +200,7 @@ class LearnerWorker:
             lp, _ = self.policy.micro_forward(mb, self.device)
             loss = -(lp * mb.resp_mask.to(self.device)).sum() / denom
             (loss * weight * self.world_size).backward()
-            total += float(loss) * weight
+            total += float(loss.detach()) * weight
         grad_norm = torch.nn.utils.clip_grad_norm_(
             [p for p in self.policy.parameters() if p.requires_grad], self.cfg.optim.grad_clip)
         self.optimizer.step()
@@ -230,6 +234,7 @@ class LearnerWorker:
         if self.rank == 0:
             state = {"model": model_sd, "optim": optim_sd, "sched": self.scheduler.state_dict(),
                      "version": self.version, "rng": torch.get_rng_state(), "extra": extra or {}}
+            Path(path).mkdir(parents=True, exist_ok=True)
             tmp = Path(path) / "learner.pt.tmp"
             torch.save(state, tmp)
             os.replace(tmp, Path(path) / "learner.pt")
@@ -275,8 +280,9 @@ class LearnerWorker:
 
 
 # ---- helpers -------------------------------------------------------------------------------
-def _split(samples: list, k: int) -> list[list]:
-    """K contiguous, nearly equal mini-batches."""
+def split_minibatches(samples: list, k: int) -> list[list]:
+    """K contiguous, nearly equal mini-batches (fewer when there are fewer samples)."""
+    k = max(1, min(k, len(samples)))
     n = len(samples)
     bounds = [round(i * n / k) for i in range(k + 1)]
     return [samples[bounds[i]:bounds[i + 1]] for i in range(k)]

@@ -153,7 +153,7 @@ class Run:
                               use_reference=loss.get("kl_coef", 0.0) > 0)
         gpus = torch.cuda.is_available()
         learners = LearnerGroup(r.train.num_learners, learner_kwargs, r.train.num_cpus,
-                                r.placement.learner_gpus if gpus else 0)
+                                r.placement.learner_gpus if gpus else 0, name=f"m1rl-{r.run.name}")
         engine_opts = {"dtype": r.model.dtype, "lm_head_fp32": r.precision.lm_head_fp32}
         if r.rollout.engine == "hf":
             engine_opts["max_batch_rows"] = r.rollout.max_batch_rows
@@ -292,8 +292,8 @@ class Run:
                     getattr(self, role).shutdown()
                 except Exception:  # already dead
                     pass
-        if not self.address and ray.is_initialized():
-            ray.shutdown()
+        if ray.is_initialized():
+            ray.shutdown()  # with --address this only disconnects from the cluster
 
 
 def tqdm_range(n: int, desc: str):

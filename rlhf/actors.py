@@ -19,6 +19,12 @@ from rollout.worker import RolloutWorker
 log = logging.getLogger(__name__)
 
 
+def _in_bundle(pg, index: int):
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    return PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=index)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -27,7 +33,7 @@ def _free_port() -> int:
 
 class LearnerGroup:
     def __init__(self, n: int, worker_kwargs: dict, num_cpus: float = 1.0, num_gpus: float = 0,
-                 placement_group=None, name: str | None = None):
+                 placement_group=None, name: str | None = None, bundles: list[int] | None = None):
         from rlhf.learner import LearnerWorker
 
         port = _free_port()
@@ -37,10 +43,7 @@ class LearnerGroup:
             if name:  # named, so that operators (and tests) can find a learner by rank
                 opts["name"] = f"{name}-learner-{rank}"
             if placement_group is not None:
-                from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
-                opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
-                    placement_group, placement_group_bundle_index=rank)
+                opts["scheduling_strategy"] = _in_bundle(placement_group, bundles[rank])
             self.actors.append(ray.remote(LearnerWorker).options(**opts).remote(
                 **worker_kwargs, rank=rank, world_size=n, master_addr="127.0.0.1",
                 master_port=port, num_threads=max(1, int(num_cpus))))
@@ -106,18 +109,23 @@ def _reduce_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
 
 class RolloutGroup:
     def __init__(self, n: int, kind: str, model_path: str, engine_options: dict,
-                 num_cpus: float = 1.0, num_gpus: float = 0, max_restarts: int = 3):
+                 num_cpus: float = 1.0, num_gpus: float = 0, max_restarts: int = 3,
+                 placement_group=None, bundles: list[int] | None = None):
         self._spec = (kind, model_path, engine_options)
         self._opts = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+        self._pg, self._bundles = placement_group, bundles
         self.max_restarts = max_restarts
-        self.actors = [self._spawn() for _ in range(n)]
+        self.actors = [self._spawn(w) for w in range(n)]
         self.restarts = 0
         self._weights: tuple[ray.ObjectRef, int] | None = None
         ray.get([a.ping.remote() for a in self.actors])
 
-    def _spawn(self):
+    def _spawn(self, w: int):
         kind, path, eopts = self._spec
-        return ray.remote(RolloutWorker).options(**self._opts).remote(
+        opts = dict(self._opts)
+        if self._pg is not None:
+            opts["scheduling_strategy"] = _in_bundle(self._pg, self._bundles[w])
+        return ray.remote(RolloutWorker).options(**opts).remote(
             kind, path, eopts, num_threads=max(1, int(self._opts["num_cpus"])))
 
     def generate(self, prompt_ids: list[list[int]], seeds: list[int], sampling: SamplingConfig,
@@ -162,7 +170,7 @@ class RolloutGroup:
             ray.kill(self.actors[w])
         except Exception:  # already dead
             pass
-        self.actors[w] = self._spawn()
+        self.actors[w] = self._spawn(w)
         self.restarts += 1
         if self._weights is not None:
             ref, version = self._weights

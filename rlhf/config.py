@@ -101,6 +101,13 @@ class RepetitionStop(Section):
     prob: float = Field(0.99, gt=0.0, lt=1.0, description="A token is confident above this probability. M1: 0.99.")
 
 
+class LengthWindowConfig(Section):
+    windows: list[int] = Field(description="Increasing output-token windows, e.g. M1's [40960, 49152, 57344, 65536, 73728, 81920].")
+    near_frac: float = Field(0.95, gt=0.0, le=1.0, description="Advance only when p99 response length >= near_frac x window.")
+    ppl_rel_tol: float = Field(0.02, gt=0.0, description="... and generated-text perplexity changed less than this (relative) ...")
+    patience: int = Field(3, ge=1, description="... for this many consecutive steps.")
+
+
 class RolloutConfig(Section):
     engine: Literal["hf", "vllm"] = Field("hf", description="Generation engine: transformers (CPU) or vLLM (GPU).")
     num_workers: int = Field(1, ge=1, description="Rollout actors, one engine each.")
@@ -108,12 +115,14 @@ class RolloutConfig(Section):
     temperature: float = Field(1.0, ge=0.0, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling.")
     top_k: int = Field(-1, description="Top-k sampling (-1: off).")
-    max_new_tokens: int = Field(256, ge=1, description="Response token budget.")
+    max_new_tokens: int = Field(256, ge=1, description="Response token budget (the largest window when length_windows is set).")
+    length_windows: LengthWindowConfig | None = Field(None, description="M1's staged length windows (null: a fixed max_new_tokens).")
     repetition_stop: RepetitionStop = Field(default_factory=RepetitionStop, description="M1's early truncation of repetitive generations.")
     max_batch_rows: int = Field(256, ge=1, description="hf engine: rows decoded together.")
     gpu_memory_utilization: float = Field(0.5, gt=0.0, le=1.0, description="vllm: KV-cache share of the GPU.")
     max_model_len: int | None = Field(None, ge=16, description="vllm: context length (default prompt + max_new_tokens).")
     eval_temperature: float = Field(0.0, ge=0.0, description="Temperature for evaluation (0: greedy).")
+    eval_samples: int = Field(1, ge=1, description="Samples per held-out prompt; the pass rate averages over them.")
     num_cpus: float = Field(1.0, gt=0.0, description="Ray CPUs per rollout actor.")
     max_restarts: int = Field(3, ge=0, description="Restarts of a failed rollout actor before the step fails.")
 
@@ -203,8 +212,8 @@ class PrecisionConfig(Section):
 
 class PlacementConfig(Section):
     mode: Literal["local", "separate", "colocated"] = Field("local", description="local: CPU actors; separate: learners and engines on different GPUs; colocated: shared GPUs, engines sleep while learners train.")
-    learner_gpus: int = Field(0, ge=0, description="GPUs per learner actor (separate).")
-    rollout_gpus: int = Field(0, ge=0, description="GPUs per rollout actor (separate).")
+    learner_gpus: float = Field(1.0, ge=0.0, description="GPUs per learner actor (separate; colocated shares one GPU per learner/engine pair).")
+    rollout_gpus: float = Field(1.0, ge=0.0, description="GPUs per rollout actor (separate).")
 
 
 class Recipe(Section):

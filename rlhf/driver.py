@@ -26,15 +26,18 @@ def train(recipe: Recipe, address: str | None = None) -> dict:
                    initial=run.start_step, total=recipe.run.steps)
         for step in bar:
             t0 = time.perf_counter()
-            batch = run.next_batch()
+            batch, sampling = run.next_batch(), run.step_sampling()
             completions = run.rollouts.generate(batch.prompt_ids, step_seeds(recipe, step, batch),
-                                                run.sampling)
+                                                sampling)
             t_gen = time.perf_counter()
             rewards, score_m = run.scorer.score([c.extra["text"] for c in completions],
                                                 [batch.tasks[c.prompt_index] for c in completions])
-            samples, batch_m = build_samples(recipe, batch, completions, rewards, step)
+            samples, batch_m = build_samples(recipe, batch, completions, rewards, step,
+                                             sampling.max_tokens)
+            batch_m.update(run.advance_windows(completions, batch_m))
             t_score = time.perf_counter()
-            train_m = run.learners.train(samples, recipe.train.mini_batches) if samples else {}
+            with run.engines_asleep():
+                train_m = run.learners.train(samples, recipe.train.mini_batches) if samples else {}
             t_train = time.perf_counter()
             sync_s = run.push_weights()
             metrics = {**batch_m, **score_m, **train_m, "time/generate": t_gen - t0,

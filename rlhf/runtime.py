@@ -3,6 +3,7 @@ completions into train samples, weight sync, evaluation, logging and checkpoints
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -11,7 +12,7 @@ import shutil
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from rlhf.data import PromptStream, load_source, tokenize_prompts
 from rlhf.learner import cosine_lr
 from rlhf.metrics import MetricsWriter, percentile, plot_metrics
 from rlhf.scoring import Scorer
+from rlhf.windows import LengthWindows, generated_perplexity
 from rollout.base import Completion, SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -43,15 +45,14 @@ def step_seeds(recipe: Recipe, step: int, batch: Batch) -> list[int]:
 
 
 def build_samples(recipe: Recipe, batch: Batch, completions: list[Completion], rewards,
-                  step: int) -> tuple[list[TrainSample], dict]:
+                  step: int, max_len: int) -> tuple[list[TrainSample], dict]:
     """Rewards -> group advantages -> train samples (shuffled by a seeded RNG so that each
     mini-batch mixes groups), plus the batch metrics."""
     G = recipe.rollout.samples_per_prompt
     lengths = torch.tensor([len(c.token_ids) for c in completions])
     scores = torch.tensor([r.score for r in rewards], dtype=torch.float32)  # [N]
     if recipe.rewards.overlong_cache:
-        scores = scores + overlong_penalty(lengths, recipe.rollout.max_new_tokens,
-                                           recipe.rewards.overlong_cache)
+        scores = scores + overlong_penalty(lengths, max_len, recipe.rewards.overlong_cache)
     adv = group_advantages(scores, G, normalize_std=recipe.advantages.normalize_std)  # [N]
     keep_group = informative_groups(scores, G)  # [N/G]
     if not recipe.advantages.dynamic_sampling:
@@ -78,6 +79,36 @@ def build_samples(recipe: Recipe, batch: Batch, completions: list[Completion], r
         **{f"finish/{k}": finish.get(k, 0) / len(completions) for k in ("stop", "length", "repetition")},
     }
     return samples, metrics
+
+
+def placement_plan(r: Recipe) -> dict:
+    """Ray resources per role. ``local``: CPU actors. ``separate``: one placement group, the
+    learners' bundles first, then the engines' (different GPUs). ``colocated``: one bundle
+    (GPU) per learner/engine pair, each taking half of it."""
+    mode, n, m = r.placement.mode, r.train.num_learners, r.rollout.num_workers
+    plan = {"pg": None, "learner_bundles": None, "rollout_bundles": None,
+            "learner_gpus": 0.0, "rollout_gpus": 0.0}
+    if mode == "local":
+        return plan
+    from ray.util.placement_group import placement_group
+
+    if mode == "separate":
+        bundles = ([{"GPU": r.placement.learner_gpus, "CPU": r.train.num_cpus}] * n +
+                   [{"GPU": r.placement.rollout_gpus, "CPU": r.rollout.num_cpus}] * m)
+        plan.update(learner_bundles=list(range(n)), rollout_bundles=list(range(n, n + m)),
+                    learner_gpus=r.placement.learner_gpus, rollout_gpus=r.placement.rollout_gpus)
+    else:
+        if n != m:
+            raise ValueError("placement.mode=colocated needs train.num_learners == rollout.num_workers")
+        bundles = [{"GPU": 1, "CPU": r.train.num_cpus + r.rollout.num_cpus}] * n
+        plan.update(learner_bundles=list(range(n)), rollout_bundles=list(range(n)),
+                    learner_gpus=0.5, rollout_gpus=0.5)
+    pg = placement_group(bundles, strategy="PACK")
+    import ray
+
+    ray.get(pg.ready(), timeout=600)
+    plan["pg"] = pg
+    return plan
 
 
 class Run:
@@ -113,6 +144,8 @@ class Run:
             repetition_window=r.rollout.repetition_stop.window,
             repetition_prob=r.rollout.repetition_stop.prob)
         self.scorer = Scorer(r.rewards)
+        lw = r.rollout.length_windows
+        self.windows = LengthWindows(**lw.model_dump()) if lw else None
         self._start_ray()
         self.learners, self.rollouts = self._start_roles()
         self.version = 0
@@ -151,9 +184,10 @@ class Run:
         learner_kwargs = dict(model_path=self.model_path, model_cfg=r.model, train_cfg=r.train,
                               loss_cfg=loss, lm_head_fp32=r.precision.lm_head_fp32, seed=r.run.seed,
                               use_reference=loss.get("kl_coef", 0.0) > 0)
-        gpus = torch.cuda.is_available()
+        place = placement_plan(r)
         learners = LearnerGroup(r.train.num_learners, learner_kwargs, r.train.num_cpus,
-                                r.placement.learner_gpus if gpus else 0, name=f"m1rl-{r.run.name}")
+                                place["learner_gpus"], place["pg"], name=f"m1rl-{r.run.name}",
+                                bundles=place["learner_bundles"])
         engine_opts = {"dtype": r.model.dtype, "lm_head_fp32": r.precision.lm_head_fp32}
         if r.rollout.engine == "hf":
             engine_opts["max_batch_rows"] = r.rollout.max_batch_rows
@@ -162,11 +196,35 @@ class Run:
                                max_model_len=r.rollout.max_model_len,
                                enable_sleep_mode=r.placement.mode == "colocated", seed=r.run.seed)
         rollouts = RolloutGroup(r.rollout.num_workers, r.rollout.engine, self.model_path,
-                                engine_opts, r.rollout.num_cpus,
-                                r.placement.rollout_gpus if gpus else 0, r.rollout.max_restarts)
+                                engine_opts, r.rollout.num_cpus, place["rollout_gpus"],
+                                r.rollout.max_restarts, place["pg"], place["rollout_bundles"])
         return learners, rollouts
 
+    @contextlib.contextmanager
+    def engines_asleep(self):
+        """Colocated placement: engines free their GPU memory while the learners train."""
+        if self.recipe.placement.mode != "colocated":
+            yield
+            return
+        self.rollouts.sleep()
+        try:
+            yield
+        finally:
+            self.rollouts.wake_up()
+
     # ---- loop pieces -------------------------------------------------------------------
+    def step_sampling(self) -> SamplingConfig:
+        """Sampling for this step: the length window in force sets the token budget."""
+        if self.windows is None:
+            return self.sampling
+        return replace(self.sampling, max_tokens=self.windows.current)
+
+    def advance_windows(self, completions: list[Completion], metrics: dict) -> dict:
+        if self.windows is None:
+            return {}
+        return self.windows.update(metrics["response_len/p99"],
+                                   generated_perplexity([c.logprobs for c in completions]))
+
     def next_batch(self) -> Batch:
         idx = self.stream.next_indices()
         rows = self.train_ds.select(idx)
@@ -209,19 +267,22 @@ class Run:
         t0 = time.perf_counter()
         rows = [dict(row) for row in self.eval_ds]
         prompts = [row.pop("prompt_ids") for row in rows]
-        sampling = SamplingConfig(n=1, temperature=self.recipe.rollout.eval_temperature,
+        ro = self.recipe.rollout
+        sampling = SamplingConfig(n=ro.eval_samples if ro.eval_temperature > 0 else 1,
+                                  temperature=ro.eval_temperature, seed=None,
                                   max_tokens=self.recipe.rollout.max_new_tokens,
                                   repetition_window=self.sampling.repetition_window,
                                   repetition_prob=self.sampling.repetition_prob)
         comps = self.rollouts.generate(prompts, list(range(len(prompts))), sampling)
-        results, _ = self.scorer.score([c.extra["text"] for c in comps], rows)
+        results, _ = self.scorer.score([c.extra["text"] for c in comps],
+                                       [rows[c.prompt_index] for c in comps])
         m = {"eval/pass_rate": sum(1 for x in results if x.correct) / len(results),
              "eval/reward_mean": sum(x.score for x in results) / len(results),
              "eval/response_len_mean": sum(len(c.token_ids) for c in comps) / len(comps),
              "time/eval": time.perf_counter() - t0}
         self.metrics.log({"kind": "eval", "step": step, **m})
         tqdm_write(f"[eval] step {step}: held-out pass rate {m['eval/pass_rate']:.3f} "
-                   f"({len(results)} problems)")
+                   f"({len(rows)} problems x {sampling.n} samples)")
         return m
 
     # ---- checkpoints -------------------------------------------------------------------
@@ -237,7 +298,7 @@ class Run:
         tmp.mkdir()
         self.learners.save(str(tmp))
         state = {"step": step, "version": self.version, "data": self.stream.state(),
-                 "python_rng": repr(random.getstate())}
+                 "windows": self.windows.state() if self.windows else None}
         (tmp / "driver.json").write_text(json.dumps(state))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -257,6 +318,8 @@ class Run:
         state = json.loads((ckpt / "driver.json").read_text())
         self.learners.load(str(ckpt))
         self.stream.load_state(state["data"])
+        if self.windows is not None and state.get("windows"):
+            self.windows.load_state(state["windows"])
         self.version = state["version"]
         self.push_weights(bump=False)
         self.start_step = state["step"]

@@ -131,7 +131,7 @@ class VerifierSpec(Section):
     name: str = Field(description="Registered verifier name or 'package.module:attribute'.")
     weight: float = Field(1.0, description="Weight of this verifier's score.")
     options: dict[str, Any] = Field(default_factory=dict, description="Keyword options for the verifier.")
-    route: str | None = Field(None, description="Apply only to samples whose route field equals this (default: the verifier name).")
+    route: str | list[str] | None = Field(None, description="Which samples it scores: their route-field value(s), or '*' for all (an add-on). Default: samples whose route value is this verifier's name; a single listed verifier scores every sample.")
 
 
 class RewardsConfig(Section):

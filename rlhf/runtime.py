@@ -75,7 +75,7 @@ def build_samples(recipe: Recipe, batch: Batch, completions: list[Completion], r
         "response_len/max": int(lengths.max()),
         "groups/informative_frac": float(informative_groups(scores, G).float().mean()),
         "samples/trained": len(samples),
-        "verifier/errors": sum(1 for r in rewards if "error" in r.info),
+        "verifier/errors": sum(1 for r in rewards if _failed(r)),
         **{f"finish/{k}": finish.get(k, 0) / len(completions) for k in ("stop", "length", "repetition")},
     }
     return samples, metrics
@@ -109,6 +109,12 @@ def placement_plan(r: Recipe) -> dict:
     ray.get(pg.ready(), timeout=600)
     plan["pg"] = pg
     return plan
+
+
+def _failed(r) -> bool:
+    """A verifier raised or timed out on this sample (recorded as a zero, not a crash)."""
+    parts = r.info.get("parts", {}).values()
+    return "error" in r.info or any("error" in p.get("info", {}) for p in parts)
 
 
 class Run:

@@ -1,74 +1,62 @@
-"""Scoring a generation batch: route each sample to its verifier, run verifiers concurrently,
-combine weighted scores. A verifier failure is a recorded zero, never a crashed run."""
+"""Scoring a generation batch through :class:`rewards.combine.RewardRouter`: each sample goes
+to its verifier (by the recipe's list, or by the task's own ``verifier`` field), verifiers run
+concurrently, the format reward is added with its weight. A verifier failure is a recorded
+zero, never a crashed run."""
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import time
-from collections import defaultdict
 
-from rewards import RewardResult, get_verifier
+from rewards import RewardResult
+from rewards.combine import RewardRouter
 from rlhf.config import RewardsConfig
+
+_ALL = "__m1rl_score_all__"  # a task field that never exists: every sample takes the default route
 
 
 class Scorer:
     def __init__(self, cfg: RewardsConfig):
         self.cfg = cfg
-        self._specs = [(s.route or s.name, s.weight, get_verifier(s.name, **s.options))
-                       for s in cfg.verifiers]
-        self._by_name: dict[str, object] = {}
-        self._format = None
-        if cfg.format_weight:
-            self._format = get_verifier("format")
+        self._routers: dict[frozenset, RewardRouter] = {}
+        self._fixed = self._build_fixed() if cfg.verifiers else None
 
-    def _verifiers_for(self, task: dict):
-        if self._specs:
-            route = task.get(self.cfg.route_field)
-            return [(w, v) for r, w, v in self._specs if route is None or r == route or
-                    len(self._specs) == 1]
-        name = task.get(self.cfg.route_field)
-        if not name:
-            raise ValueError(f"task has no {self.cfg.route_field!r} field and the recipe lists "
-                             "no verifiers (rewards.verifiers)")
-        if name not in self._by_name:
-            self._by_name[name] = get_verifier(name)
-        return [(1.0, self._by_name[name])]
+    def _extra(self) -> list[dict]:
+        return [{"name": "format", "weight": self.cfg.format_weight, "when": "*"}] \
+            if self.cfg.format_weight else []
+
+    def _build_fixed(self) -> RewardRouter:
+        vs = self.cfg.verifiers
+        specs = [{"name": v.name, "weight": v.weight, "options": dict(v.options),
+                  "when": v.route} for v in vs] + self._extra()
+        if len(vs) == 1 and vs[0].route is None:  # one verifier scores every sample
+            return RewardRouter(specs, route_field=_ALL, default_route=vs[0].name)
+        return RewardRouter(specs, route_field=self.cfg.route_field)
+
+    def _router_for(self, tasks: list[dict]) -> RewardRouter:
+        if self._fixed is not None:
+            return self._fixed
+        names = frozenset(t.get(self.cfg.route_field) for t in tasks)
+        if None in names:
+            raise ValueError(f"a task has no {self.cfg.route_field!r} field and the recipe lists no "
+                             "verifiers (rewards.verifiers)")
+        if names not in self._routers:
+            specs = [{"name": n} for n in sorted(names)] + self._extra()
+            self._routers[names] = RewardRouter(specs, route_field=self.cfg.route_field)
+        return self._routers[names]
 
     def score(self, responses: list[str], tasks: list[dict]) -> tuple[list[RewardResult], dict]:
-        """One combined RewardResult per response, plus timing metrics."""
+        """One combined RewardResult per response, plus timing and queueing metrics."""
         t0 = time.perf_counter()
-        jobs = defaultdict(list)  # (weight, verifier) -> [sample index]
-        for i, task in enumerate(tasks):
-            for w, v in self._verifiers_for(task):
-                jobs[(w, id(v))].append((i, v))
-        if self._format is not None:
-            jobs[(self.cfg.format_weight, id(self._format))] = [(i, self._format) for i in range(len(tasks))]
-        parts: dict[int, list[tuple[float, RewardResult]]] = defaultdict(list)
-        with cf.ThreadPoolExecutor(min(self.cfg.max_concurrency, max(len(jobs), 1))) as pool:
-            futs = {pool.submit(items[0][1].batch, [responses[i] for i, _ in items],
-                                [tasks[i] for i, _ in items]): (w, items)
-                    for (w, _), items in jobs.items()}
-            for fut in cf.as_completed(futs):
-                w, items = futs[fut]
-                for (i, _), res in zip(items, _safe_batch(fut, len(items))):
-                    parts[i].append((w, res))
-        out = [_combine(parts[i]) for i in range(len(tasks))]
-        return out, {"time/score": time.perf_counter() - t0}
+        out = self._router_for(tasks).batch(responses, tasks)
+        metrics = {"time/score": time.perf_counter() - t0}
+        queued = [q for r in out for q in _queue_times(r)]
+        if queued:
+            metrics["verifier/queue_s_mean"] = sum(queued) / len(queued)
+            metrics["verifier/queue_s_max"] = max(queued)
+        return out, metrics
 
 
-def _safe_batch(fut, n) -> list[RewardResult]:
-    try:
-        return fut.result()
-    except Exception as exc:  # a whole batch failed: every sample gets a recorded zero
-        return [RewardResult(0.0, None, {"error": f"{type(exc).__name__}: {exc}"})] * n
-
-
-def _combine(parts: list[tuple[float, RewardResult]]) -> RewardResult:
-    if not parts:
-        return RewardResult(0.0, None, {"error": "no verifier for this sample"})
-    if len(parts) == 1 and parts[0][0] == 1.0:
-        return parts[0][1]
-    score = sum(w * r.score for w, r in parts)
-    corrects = [r.correct for _, r in parts if r.correct is not None]
-    correct = all(corrects) if corrects else None
-    return RewardResult(score, correct, {"parts": [r.info for _, r in parts]})
+def _queue_times(r: RewardResult) -> list[float]:
+    parts = r.info.get("parts", {})
+    return [p["info"]["queue_s"] for p in parts.values()
+            if isinstance(p.get("info", {}).get("queue_s"), (int, float))]

@@ -8,7 +8,10 @@
 Pipeline for one response: extract the answer (``rewards.extract``), then
 1. fast paths in this process: normalised string match, exact number comparison with
    ``fractions.Fraction`` (no sympy), and an LRU cache of earlier (gold, answer) verdicts;
-2. otherwise a symbolic comparison (LaTeX grammar -> sympy, math-verify's comparison rules:
+2. a small bounded parser for common shapes (``rewards.math.fastparse``: expressions, tuples,
+   intervals, sets, lists, equations, inequalities, matrices) compared exactly or at fixed
+   numeric points, in this process; it declines whatever it does not fully understand;
+3. otherwise a symbolic comparison (LaTeX grammar -> sympy, math-verify's comparison rules:
    sets, intervals, tuples, matrices, equations, inequalities, numeric tolerance) in a worker
    process that is killed when it passes the deadline: the result is then "not equivalent" with
    ``info["reason"] == "timeout"``.
@@ -37,6 +40,7 @@ from collections.abc import Sequence
 
 from rewards.base import BaseVerifier, RewardResult, register_verifier
 from rewards.extract import MAX_ANSWER_CHARS, extract_answer, extract_choice, last_boxed
+from rewards.math.fastparse import structural_compare
 from rewards.math.fastpath import clean, fast_compare, unwrap
 
 __all__ = ["MathVerifier", "math_equal", "extract_gold", "clear_cache"]
@@ -83,6 +87,8 @@ def math_equal(gold: str, pred: str, timeout: float = 3.0, pool=None) -> tuple[b
     if hit is not None:
         return hit
     decision, reason = fast_compare(gold, pred)
+    if decision is None:
+        decision, reason = structural_compare(gold, pred)
     if decision is None:
         if len(pred) > MAX_ANSWER_CHARS:
             decision, reason = False, "answer_too_long"

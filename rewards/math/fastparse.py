@@ -27,6 +27,7 @@ from __future__ import annotations
 import cmath
 import math
 import re
+import zlib
 from fractions import Fraction
 
 from rewards.math.fastpath import balanced, clean
@@ -56,11 +57,11 @@ _TOKEN_RE = re.compile(
     | (?P<cmd>\\[a-zA-Z]+|\\[{}]|\\\\)
     | (?P<rel><=|>=|!=|[<>=])
     | (?P<letter>[a-zA-Z])
-    | (?P<op>[-+*/^_()\[\]{},;&])
+    | (?P<op>[-+*/^_()\[\]{},;:|&])
     )""",
     re.VERBOSE,
 )
-_WORD_RE = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}")
+_WORD_RE = re.compile(r"(?<![\\a-zA-Z])(?<!_\{)[a-zA-Z]{3,}")
 _ENV_RE = re.compile(r"\\(?:begin|end)\{[a-z]+\}")
 
 _REL_CMDS = {"\\le": "<=", "\\leq": "<=", "\\leqslant": "<=", "\\ge": ">=", "\\geq": ">=",
@@ -72,7 +73,9 @@ _GREEK = {"\\alpha", "\\beta", "\\gamma", "\\delta", "\\theta", "\\phi", "\\varp
           "\\kappa", "\\chi"}
 _FRAC_CMDS = {"\\frac", "\\dfrac", "\\tfrac"}
 _SKIP_CMDS = {"\\left", "\\right", "\\displaystyle", "\\,", "\\!"}
-_FUNC_LETTERS = {"f", "g", "h"}
+_FUNC_LETTERS = {"f", "g", "h", "F", "G", "P", "Q", "W"}
+_MAX_MATRIX = 10
+_MAX_SUM_TERMS = 500
 
 
 def tokenize(text: str) -> list[tuple[str, str]]:
@@ -163,6 +166,8 @@ class _Parser:
             items.append(self.item())
         if self.peek()[0] != "eof":
             raise Refuse(f"trailing {self.peek()[1]!r}")
+        if len(items) > 1:  # a, b \pm c: one flat list of answers
+            items = [y for x in items for y in (x.items if isinstance(x, Struct) and x.kind == "list" else [x])]
         return items[0] if len(items) == 1 else Struct("list", items)
 
     def item(self):
@@ -175,17 +180,7 @@ class _Parser:
                     and all(x[0] == "sym" for x in left.items):
                 self.take()  # (p, q) = (3, 2): an assignment, compared by its right side
                 return self.item()
-            parts, ops = [_expr(left)], []
-            while self.peek()[0] == "rel":
-                ops.append(self.take()[1])
-                parts.append(_expr(self.sum()))
-            if len(ops) == 1:
-                return Struct("rel", parts, op=ops[0])
-            if all(op == "=" for op in ops) and parts[0][0] == "sym":
-                return Struct("rel", [parts[0], parts[-1]], op="=")  # x = 5+5+1 = 11
-            if len(ops) == 2 and parts[1][0] == "sym" and (set(ops) <= {"<", "<="} or set(ops) <= {">", ">="}):
-                return Struct("range", parts, op="".join(ops))  # a < x <= b
-            raise Refuse("relation chain")
+            return self.relation(left)
         if isinstance(left, Struct) and self.peek()[1] == "\\cup":
             pieces = [left]
             while self.peek()[1] == "\\cup":
@@ -197,31 +192,72 @@ class _Parser:
             return Struct("union", pieces)
         return left
 
+    def relation(self, left):
+        """``left op b op c ...`` (the caller saw the first relation symbol)."""
+        parts, ops = [left], []
+        while self.peek()[0] == "rel":
+            ops.append(self.take()[1])
+            parts.append(self.sum())
+        if ops == ["="] and _symbolic(parts[0]) and isinstance(parts[1], Struct):
+            return Struct("rel", parts, op="=")  # D = (0, 1)
+        parts = [_expr(x) for x in parts]
+        if len(ops) == 1:
+            return Struct("rel", parts, op=ops[0])
+        if all(op == "=" for op in ops):  # x = 5+5+1 = 11: first left side, last right side
+            return Struct("rel", [parts[0], parts[-1]], left="" if _symbolic(parts[0]) else "chain", op="=")
+        middle = parts[1][1] if parts[1][0] == "abs" else parts[1]
+        if len(ops) == 2 and middle[0] == "sym" and (set(ops) <= {"<", "<="} or set(ops) <= {">", ">="}):
+            return Struct("range", parts, op="".join(ops))  # a < x <= b
+        raise Refuse("relation chain")
+
     def sum(self):
         self.enter()
+        pm_at = None
+        if self.peek()[1] == "\\pm":
+            self.take()
+            pm_at = 0
         first = self.term()
-        if isinstance(first, Struct) and self.peek()[1] not in ("+", "-"):
+        if isinstance(first, Struct) and first.kind == "matrix":
+            while self.peek()[1] in ("+", "-"):
+                op = self.take()[1]
+                first = _mat_add(first, self.term(), op == "-")
+        if isinstance(first, Struct):
+            if self.peek()[1] in ("+", "-", "\\pm") or pm_at is not None:
+                raise Refuse("structure used in arithmetic")
             self.depth -= 1
             return first
-        terms = [_expr(first)]
-        while self.peek()[1] in ("+", "-"):
+        terms = [first]
+        while self.peek()[1] in ("+", "-", "\\pm"):
             op = self.take()[1]
             t = _expr(self.term())
+            if op == "\\pm":
+                if pm_at is not None:
+                    raise Refuse("several \\pm")
+                pm_at = len(terms)
             terms.append(("neg", t) if op == "-" else t)
         self.depth -= 1
-        return terms[0] if len(terms) == 1 else ("add", terms)
+        if pm_at is not None:  # a \pm b: the two answers a + b and a - b
+            minus = list(terms)
+            minus[pm_at] = ("neg", minus[pm_at])
+            return Struct("list", [_add(terms), _add(minus)])
+        return _add(terms)
 
     def _starts_atom(self) -> bool:
         kind, tok = self.peek()
         if kind in ("num", "letter", "begin"):
             return True
         if kind == "cmd":
-            return tok in _FRAC_CMDS or tok in _FUNCS or tok in _GREEK or tok in ("\\sqrt", "\\pi", "\\infty")
-        return tok in ("(", "{")
+            return tok in _FRAC_CMDS or tok in _FUNCS or tok in _GREEK or tok in ("\\sqrt", "\\pi", "\\infty", "\\sum")
+        return tok in ("(", "{") or (tok == "|" and not self.in_abs)
 
     def term(self):
         first = self.unary()
-        if isinstance(first, Struct) and not (self.peek()[1] in ("*", "/") or self.peek()[1] in _MUL_CMDS
+        if isinstance(first, Struct) and first.kind == "matrix":
+            while self.peek()[1] in _MUL_CMDS or self.peek()[1] == "*" or self.peek()[0] == "begin":
+                if self.peek()[0] != "begin":
+                    self.take()
+                first = _mat_mul(first, self.unary())
+        if isinstance(first, Struct) and not (self.peek()[1] in ("*", "/", ":") or self.peek()[1] in _MUL_CMDS
                                               or self.peek()[1] == "\\div" or self._starts_atom()):
             return first
         factors = [_expr(first)]
@@ -231,7 +267,7 @@ class _Parser:
             if tok in ("*", "\\cdot", "\\times"):
                 self.take()
                 factors.append(_expr(self.unary()))
-            elif tok in ("/", "\\div"):
+            elif tok in ("/", "\\div", ":"):
                 self.take()
                 den = _expr(self.unary())
                 if self._starts_atom():
@@ -292,27 +328,33 @@ class _Parser:
         raise Refuse("unsupported script or argument")
 
     def letter(self, tok: str, allow_sub: bool = True):
-        if tok in ("i", "I") or tok.isupper():
-            raise Refuse("imaginary unit or upper-case symbol")
-        name = tok
+        if tok in ("i", "I", "E"):
+            raise Refuse("imaginary unit or E")
         if allow_sub and self.peek()[1] == "_":
             self.take()
-            kind, sub = self.take()
-            if sub == "{":
-                parts = []
-                while self.peek()[1] != "}":
-                    k, t = self.take()
-                    if k not in ("num", "letter"):
-                        raise Refuse("complex subscript")
-                    parts.append(t)
-                self.take()
-                sub = "".join(parts)
-            elif kind not in ("num", "letter") or (kind == "num" and len(sub) > 1):
-                raise Refuse("complex subscript")
-            return ("sym", f"{name}_{sub}")
-        if name == "e":
+            return ("idx", tok, self.group_or_char())  # a_3, x_{n-1}: a function of the index
+        if tok in _FUNC_LETTERS and self.peek()[1] == "(":
+            return self.function_symbol(tok)
+        if tok == "e":
             return ("const", "e")
-        return ("sym", name)
+        return ("sym", tok)
+
+    def function_symbol(self, name: str):
+        """``f(x)``, ``W(n, 2)``: an unknown function of symbols, compared as one symbol."""
+        self.take()
+        args = []
+        while True:
+            kind, tok = self.take()
+            if kind not in ("num", "letter") or (kind == "letter" and tok in ("e", "i", "E", "I")):
+                raise Refuse("function application")
+            args.append(tok)
+            sep = self.take()[1]
+            if sep == ")":
+                break
+            if sep != ",":
+                raise Refuse("function application")
+        self._last_kind = "group"
+        return ("sym", f"{name}({','.join(args)})")
 
     def primary(self):
         self.enter()
@@ -327,13 +369,23 @@ class _Parser:
         if kind == "num":
             return ("num", Fraction(tok), "." in tok)
         if kind == "letter":
-            if tok in _FUNC_LETTERS and self.peek()[1] == "(":
-                raise Refuse("function application")
             return self.letter(tok)
         if kind == "begin":
             return self.matrix()
+        if tok == "[" and self.peek()[0] == "begin":
+            self.take()
+            m = self.matrix()
+            self.expect("]")
+            return m
         if tok == "(" or tok == "[":
             return self.bracket(tok)
+        if tok == "|" and not self.in_abs:
+            self.in_abs = True
+            x = _expr(self.sum())
+            self.expect("|")
+            self.in_abs = False
+            self._last_kind = "group"
+            return ("abs", x)
         if tok == "{":
             items = [self.item()]
             while self.peek()[1] == ",":
@@ -379,6 +431,8 @@ class _Parser:
                     else ("sqrt", arg)
             if tok in _FUNCS:
                 return self.function(tok[1:])
+            if tok == "\\sum":
+                return self.summation()
         raise Refuse(f"unsupported token {tok!r}")
 
     def function(self, name: str):
@@ -398,8 +452,29 @@ class _Parser:
         node = ("fn", name, arg)
         return ("pow", node, power) if power is not None else node
 
+    def summation(self):
+        """``\\sum_{k=lo}^{hi} body``; the body is the product that follows."""
+        self.expect("_")
+        self.expect("{")
+        kind, var = self.take()
+        if kind != "letter" or var in ("e", "i", "E", "I"):
+            raise Refuse("summation variable")
+        self.expect("=")
+        lo = _expr(self.sum())
+        self.expect("}")
+        self.expect("^")
+        hi = self.group_or_char()
+        body = _expr(self.term())
+        self._last_kind = "group"
+        return ("sum", var, lo, hi, body)
+
     def bracket(self, opener: str):
         first = self.sum()
+        if opener == "(" and self.peek()[0] == "rel" and not isinstance(first, Struct):
+            rel = self.relation(first)  # (35 + 70 = 105)
+            self.expect(")")
+            self._last_kind = "group"
+            return rel
         tok = self.take()[1]
         if tok == ")" and opener == "(":
             self._last_kind = "group"
@@ -450,10 +525,79 @@ class _Parser:
         return Struct("matrix", rows)
 
     _last_kind = ""
+    in_abs = False
+
+
+def _symbolic(node) -> bool:
+    """Only symbols (math-verify's assignment test): x, a_3, f(x), AB, |AB|, NO/BO."""
+    if isinstance(node, Struct):
+        return False
+    tag = node[0]
+    if tag in ("sym", "idx"):
+        return True
+    if tag == "mul":
+        return all(_symbolic(t) for t in node[1])
+    if tag == "div":
+        return (_symbolic(node[1]) or node[1] == ("num", 1, False)) and _symbolic(node[2])
+    if tag == "abs":
+        return _symbolic(node[1])
+    return False
+
+
+def _add(terms: list):
+    return terms[0] if len(terms) == 1 else ("add", terms)
+
+
+def _matrix(x) -> Struct:
+    if not isinstance(x, Struct) or x.kind != "matrix":
+        raise Refuse("matrix with a non-matrix")
+    return x
+
+
+def _mat_add(a, b, subtract: bool) -> Struct:
+    a, b = _matrix(a), _matrix(b)
+    if len(a.items) != len(b.items) or len(a.items[0]) != len(b.items[0]):
+        raise Refuse("matrix shapes")
+    return Struct("matrix", [[("add", [x, ("neg", y) if subtract else y]) for x, y in zip(ra, rb, strict=True)]
+                             for ra, rb in zip(a.items, b.items, strict=True)])
+
+
+def _mat_mul(a, b) -> Struct:
+    a, b = _matrix(a), _matrix(b)
+    n, m, k = len(a.items), len(a.items[0]), len(b.items[0])
+    if len(b.items) != m or max(n, m, k) > _MAX_MATRIX:
+        raise Refuse("matrix shapes")
+    return Struct("matrix", [[_add([("mul", [a.items[i][t], b.items[t][j]]) for t in range(m)])
+                              for j in range(k)] for i in range(n)])
+
+
+_DOUBLE_BACKSLASH_RE = re.compile(r"\\\\(?=[a-zA-Z])")
+_JOINER_RE = re.compile(r"\s*,?\s*\b(?:and|or)\b\s*,?\s*")
+_QUAD_RE = re.compile(r"\\q?quad")
+_APPROX_RE = re.compile(r"\\approx(?![a-zA-Z])")
+
+
+def undouble(text: str) -> str:
+    """``\\\\frac`` -> ``\\frac`` (answers escaped twice); matrices keep their ``\\\\`` rows."""
+    return text if "\\begin" in text else _DOUBLE_BACKSLASH_RE.sub(r"\\", text)
+
+
+def prepare(text: str) -> str:
+    """Surface fixes on cleaned text: doubly escaped commands (``\\\\frac``), "and"/"or" between
+    answers, and ``\\approx`` as math-verify reads it (``x \\approx 11`` is 11, ``a \\approx b`` is a)."""
+    text = _QUAD_RE.sub(" ", text)
+    text = _JOINER_RE.sub(",", text)
+    if "\\approx" in text:
+        left, _, right = _APPROX_RE.split(text, maxsplit=1)[0], None, _APPROX_RE.split(text, maxsplit=1)[-1]
+        text = right if re.fullmatch(r"\s*[a-zA-Z]\s*", left) else left
+    return text.strip()
 
 
 def parse(text: str):
     """The tree or Struct for ``text`` (already cleaned); raises Refuse."""
+    if len(text) > MAX_CHARS:
+        raise Refuse("too long")
+    text = prepare(text)
     if not text or not balanced(text):
         raise Refuse("empty or unbalanced")
     return _Parser(tokenize(text)).top()
@@ -505,8 +649,11 @@ def exact(node) -> Fraction | None:
     tag = node[0]
     if tag == "num":
         return node[1]
-    if tag in ("sym", "const", "fn"):
+    if tag in ("sym", "const", "fn", "idx", "sum"):
         return None
+    if tag == "abs":
+        v = exact(node[1])
+        return None if v is None else abs(v)
     if tag == "inf":
         raise Refuse("infinity in arithmetic")
     if tag == "neg":
@@ -553,6 +700,14 @@ def approx(node, env: dict[str, complex]) -> complex:
         return complex(node[1])
     if tag == "sym":
         return env[node[1]]
+    if tag == "idx":  # a_k: a fixed pseudo-random function of (name, k)
+        k = approx(node[2], env)
+        key = f"{node[1]}|{round(k.real, 9):.9g}|{round(k.imag, 9):.9g}".encode()
+        return complex(0.5 + (zlib.crc32(key) % 100003) / 50001.5)
+    if tag == "abs":
+        return complex(abs(approx(node[1], env)))
+    if tag == "sum":
+        return _approx_sum(node, env)
     if tag == "const":
         return complex(math.pi if node[1] == "pi" else math.e)
     if tag == "inf":
@@ -595,6 +750,33 @@ def approx(node, env: dict[str, complex]) -> complex:
     return out
 
 
+def _as_int(z: complex) -> int:
+    if abs(z.imag) > 1e-9 or abs(z.real - round(z.real)) > 1e-9:
+        raise ValueError("non-integer summation bound")
+    return int(round(z.real))
+
+
+def _approx_sum(node, env: dict[str, complex]) -> complex:
+    _, var, lo, hi = node[:4]
+    a, b = _as_int(approx(lo, env)), _as_int(approx(hi, env))
+    if b - a > _MAX_SUM_TERMS:
+        raise Refuse("long sum")
+    inner = dict(env)
+    out = 0j
+    for k in range(a, b + 1):
+        inner[var] = complex(k)
+        out += approx(node[4], inner)
+    return out
+
+
+def _has_sum(node) -> bool:
+    if isinstance(node, tuple):
+        return node[0] == "sum" or any(_has_sum(c) for c in node[1:] if isinstance(c, (tuple, list)))
+    if isinstance(node, list):
+        return any(_has_sum(c) for c in node)
+    return False
+
+
 def symbols(node, acc: set[str] | None = None) -> set[str]:
     acc = set() if acc is None else acc
     tag = node[0]
@@ -603,8 +785,17 @@ def symbols(node, acc: set[str] | None = None) -> set[str]:
     elif tag in ("add", "mul"):
         for t in node[1]:
             symbols(t, acc)
-    elif tag in ("neg", "sqrt"):
+    elif tag in ("neg", "sqrt", "abs"):
         symbols(node[1], acc)
+    elif tag == "idx":
+        symbols(node[2], acc)
+    elif tag == "sum":
+        inner: set[str] = set()
+        symbols(node[4], inner)
+        inner.discard(node[1])
+        acc |= inner
+        symbols(node[2], acc)
+        symbols(node[3], acc)
     elif tag in ("div", "pow"):
         symbols(node[1], acc)
         symbols(node[2], acc)
@@ -615,6 +806,17 @@ def symbols(node, acc: set[str] | None = None) -> set[str]:
 
 # Fixed pseudo-random points: mixed signs so that sqrt(x^2) != x, |x| != x are caught.
 _POINTS = [0.7316, -1.3127, 2.1993, -0.4481, 1.6712, -2.5377, 0.3859, 1.1113]
+_INT_POINTS = [7, 11, 5, 13, 9, 17, 6, 19]  # where a summation bound needs integers
+
+
+def _envs(a, b, count: int = 4):
+    syms = sorted(symbols(a) | symbols(b))
+    ints = _has_sum(a) or _has_sum(b)
+    for k in range(count):
+        if ints:
+            yield {s: complex(_INT_POINTS[(k + 3 * j) % len(_INT_POINTS)]) for j, s in enumerate(syms)}
+        else:
+            yield {s: complex(_POINTS[(k + 3 * j) % len(_POINTS)] + 0.1 * j) for j, s in enumerate(syms)}
 
 
 def _close(a: complex, b: complex) -> bool | None:
@@ -661,8 +863,7 @@ def expr_equal(a, b) -> bool | None:
             return None
         return _close(va, vb)
     verdicts = []
-    for k in range(4):
-        env = {s: complex(_POINTS[(k + 3 * j) % len(_POINTS)] + 0.1 * j) for j, s in enumerate(syms)}
+    for env in _envs(a, b):
         try:
             va, vb = approx(a, env), approx(b, env)
         except (ZeroDivisionError, ValueError):
@@ -750,7 +951,9 @@ def _relation(g: Struct, p: Struct) -> bool | None:
         if _assignment(g) and _assignment(p):
             if g.items[0] != p.items[0]:
                 return None
-            return expr_equal(g.items[1], p.items[1])
+            return compare_values(g.items[1], p.items[1])
+        if isinstance(g.items[1], Struct) or isinstance(p.items[1], Struct):
+            return None
         return True if _proportional(gd, pd) is not None else None
     # inequalities: compare "greater side minus smaller side" and strictness
     gstrict, pstrict = g.op in ("<", ">"), p.op in ("<", ">")
@@ -766,10 +969,8 @@ def _relation(g: Struct, p: Struct) -> bool | None:
 
 def _proportional(a, b) -> float | None:
     """The constant c with a == c*b (c != 0) when there is one, else None."""
-    syms = sorted(symbols(a) | symbols(b))
     ratios = []
-    for k in range(4):
-        env = {s: complex(_POINTS[(k + 3 * j) % len(_POINTS)] + 0.1 * j) for j, s in enumerate(syms)}
+    for env in _envs(a, b):
         try:
             va, vb = approx(a, env), approx(b, env)
         except (ZeroDivisionError, ValueError):
@@ -798,15 +999,62 @@ def _range(g: Struct, p: Struct) -> bool | None:
     if g.kind == "range" and p.kind == "range":
         (gi, gx), (pi, px) = _as_interval(g), _as_interval(p)
         return compare_values(gi, pi) if gx == px else None
-    r, other = (g, p) if g.kind == "range" else (p, g)
-    if other.kind not in ("interval", "tuple") or len(other.items) != 2:
+    if g.kind != "range":
+        return False  # math-verify reads a relation as a set only when the gold is the relation
+    interval, x = _as_interval(g)
+    if x[0] == "abs":  # a <= |z| <= b with 0 < a: [-b, -a] U [a, b]
+        a = exact(interval.items[0])
+        if a is None or a <= 0:
+            return None
+        mirror = Struct("interval", [("neg", interval.items[1]), ("neg", interval.items[0])],
+                        "[" if interval.right == "]" else "(", "]" if interval.left == "[" else ")")
+        interval = Struct("union", [mirror, interval])
+    if p.kind not in ("interval", "tuple", "union"):
         return None
-    interval, _ = _as_interval(r)
-    return compare_values(interval, other) if r is g else compare_values(other, interval)
+    return compare_values(interval, p)
+
+
+def _pieces(x: Struct) -> list | None:
+    """Sorted, disjoint, non-touching (lo, hi, piece) with numeric ends, or None."""
+    out = []
+    for piece in (x.items if x.kind == "union" else [x]):
+        if len(piece.items) != 2:
+            return None
+        ends = []
+        for e in piece.items:
+            inf = _is_inf(e)
+            if inf:
+                ends.append(inf * math.inf)
+            elif symbols(e):
+                return None
+            else:
+                v = _real(approx(e, {}))
+                if v is None:
+                    return None
+                ends.append(v)
+        if not ends[0] < ends[1]:
+            return None
+        out.append((ends[0], ends[1], piece))
+    out.sort(key=lambda t: t[0])
+    for (_, hi, a), (lo, _, b) in zip(out, out[1:]):
+        if hi > lo - 1e-9 and not (abs(hi - lo) <= 1e-9 and a.right == ")" and b.left == "("):
+            return None
+    return out
+
+
+def _unions(g: Struct, p: Struct) -> bool | None:
+    """Unions of intervals: equal as sets when their canonical pieces match one by one."""
+    gp, pp = _pieces(g), _pieces(p)
+    if gp is None or pp is None:
+        return None
+    if len(gp) != len(pp):
+        return False
+    r = _all([compare_values(a[2], b[2]) for a, b in zip(gp, pp, strict=True)])
+    return r
 
 
 def _assignment(r: Struct) -> bool:
-    return r.op == "=" and r.items[0][0] == "sym"
+    return r.op == "=" and _symbolic(r.items[0])
 
 
 def compare_values(g, p) -> bool | None:
@@ -814,10 +1062,10 @@ def compare_values(g, p) -> bool | None:
     gs, ps = isinstance(g, Struct), isinstance(p, Struct)
     # equations: x = 3 against 3 (either side), 2x + z = 1 against 1 is not equal
     if ps and p.kind == "rel" and not (gs and g.kind == "rel"):
-        if p.op == "=" and _assignment(p):
-            p, ps = p.items[1], False
-        else:
+        if p.op != "=":
             return None
+        p = p.items[1]  # math-verify follows the gold: an equation answer counts by its last right side
+        ps = isinstance(p, Struct)
     if gs and g.kind == "rel" and not (ps and p.kind == "rel"):
         if g.op == "=" and _assignment(g):
             g, gs = g.items[1], False
@@ -828,7 +1076,7 @@ def compare_values(g, p) -> bool | None:
     if not gs and not ps:
         return expr_equal(g, p)
     if gs and ps and g.kind == "rel" and p.kind == "rel":
-        return _relation(g, p)
+        return None if "chain" in (g.left, p.left) else _relation(g, p)
     if gs and ps and g.kind in ("list", "set") and p.kind in ("list", "set"):
         return _unordered(g.items, p.items)
     if not (gs and ps):
@@ -843,9 +1091,17 @@ def compare_values(g, p) -> bool | None:
         if (g.left, g.right) != (p.left, p.right):
             return False
         return _all([expr_equal(a, b) for a, b in zip(g.items, p.items, strict=True)])
-    if g.kind == "union" and p.kind == "union" and len(g.items) == len(p.items):
-        r = _all([compare_values(a, b) for a, b in zip(g.items, p.items, strict=True)])
-        return True if r else None
+    if g.kind == "tuple" and p.kind == "list" and len(g.items) == len(p.items) == 2:
+        # (1, 3) is an open interval to math-verify; against {1, 3} it is compared in order
+        lo, hi = exact(g.items[0]), exact(g.items[1])
+        if lo is not None and hi is not None and lo < hi:
+            r = _all([compare_values(a, b) for a, b in zip(g.items, p.items, strict=True)])
+            return True if r else None
+        if lo is not None and hi is not None and lo > hi:
+            return False  # an empty open interval
+        return None
+    if "union" in (g.kind, p.kind) and {g.kind, p.kind} <= {"union", "interval", "tuple"}:
+        return _unions(g, p)
     if g.kind == "matrix" and p.kind == "matrix":
         if len(g.items) != len(p.items) or len(g.items[0]) != len(p.items[0]):
             return False
@@ -857,8 +1113,8 @@ def compare_values(g, p) -> bool | None:
 def structural_compare(gold: str, pred: str) -> tuple[bool | None, str]:
     """(decision, reason) for answers the fast parser understands; (None, "") otherwise."""
     try:
-        g = parse(clean(gold))
-        p = parse(clean(pred))
+        g = parse(clean(undouble(gold)))
+        p = parse(clean(undouble(pred)))
         decision = compare_values(g, p)
     except (Refuse, RecursionError, ZeroDivisionError, ValueError, OverflowError, KeyError):
         return None, ""

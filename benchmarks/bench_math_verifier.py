@@ -1,18 +1,22 @@
 """Benchmark the math verifier against math-verify on labelled answer-equivalence cases.
 
-Measures, in one process on one machine:
+Measures, in one process on one machine, in one run:
 1. agreement with the labels of ``benchmarks/data/math_equiv_cases.jsonl`` (gathered from the
    test suites of Math-Verify, lighteval, NeMo-Skills, verl and AReaL; ``source`` per case),
    for ours (``get_verifier("math", extract="lenient")``) and for math-verify
    (``verify(parse(gold), parse(pred))`` with its default extraction);
-2. throughput on the same cases, after both have warmed their parsers on one untimed pass:
-   - "cold": our verdict cache and worker parse caches emptied, one pass;
-   - "rl": each case scored as a GRPO group of G identical-prompt samples (the labelled
-     prediction repeated G times, as happens when samples agree), caches on;
-   math-verify is timed sequentially (its timeouts use SIGALRM, so it cannot run in threads);
-   ours both sequentially and with ``batch`` (worker processes, ``M1RL_MATH_WORKERS``);
+2. throughput on the same cases; both have warmed their parsers on ``WARM_PAIRS`` only (never on
+   the cases), and the worker pool is started before timing:
+   - "first-time": each labelled pair checked once; our verdict caches emptied and the workers
+     replaced by fresh ones (forked from the warm forkserver) first; math-verify one sequential pass (its timeouts use SIGALRM, so no threads);
+     ours sequentially and with ``batch`` (threads + worker processes, ``M1RL_MATH_WORKERS``);
+   - "repeated": each case scored as a GRPO group of G samples (the labelled prediction
+     repeated G times, as when samples agree), our caches on; math-verify one pass over the same
+     G-fold list;
 3. adversarial inputs (power towers, giant factorials, deep nesting, 100k-character answers,
    code-looking text): wall time of each call, and that nothing was executed.
+The machine is shared: the load average is recorded at the start and the end, and only ratios
+measured in this run are comparable.
 
 Run:  .venv/bin/python benchmarks/bench_math_verifier.py [--group 8] [--out benchmarks/results/math_verifier.json]
 """
@@ -25,7 +29,7 @@ import os
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +42,8 @@ from rewards.math.pool import default_pool  # noqa: E402
 
 CASES = ROOT / "benchmarks" / "data" / "math_equiv_cases.jsonl"
 PWNED = Path(tempfile.gettempdir()) / "m1rl_bench_pwned"
+IN_PROCESS_REASONS = {"exact", "numeric", "numeric_mismatch", "fast_symbolic", "fast_not_equivalent",
+                      "choice", "no_answer", "answer_too_long"}
 
 
 def adversarial_cases() -> list[tuple[str, str, str]]:
@@ -78,11 +84,18 @@ def run_mathverify(cases):
     return out
 
 
+def _timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--group", type=int, default=8, help="G for the RL-shaped pass")
+    ap.add_argument("--group", type=int, default=8, help="G for the repeated (RL-shaped) pass")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "math_verifier.json"))
     args = ap.parse_args()
+    load_start = os.getloadavg()
 
     cases = [json.loads(line) for line in CASES.read_text().splitlines() if line.strip()]
     responses = [c["pred"] for c in cases]
@@ -91,46 +104,35 @@ def main() -> None:
     ours_seq = get_verifier("math", extract="lenient", max_workers=1)
     pool = default_pool()
 
-    # -- warm-up (untimed): both parse the warm corpus and every case once ------------------
+    # -- warm-up (untimed): parsers warm on WARM_PAIRS only, worker processes started -------
     from math_verify import parse, verify
 
     for g, p in WARM_PAIRS:
         verify(parse(f"${g}$"), parse(f"${p}$"))
-    run_mathverify(cases)
-    ours.batch(responses, tasks)
+    ours.batch([f"\\boxed{{{p}}}" for _, p in WARM_PAIRS], [{"answer": g} for g, _ in WARM_PAIRS])
 
-    # -- agreement + cold throughput ---------------------------------------------------------
-    t = time.perf_counter()
-    mv = run_mathverify(cases)
-    t_mv = time.perf_counter() - t
+    def cold() -> None:  # no verdict cache, fresh workers (no sympy caches from earlier passes)
+        clear_cache()
+        pool.recycle()
 
-    clear_cache()
-    pool.clear_caches()
-    t = time.perf_counter()
-    [ours_seq(r, k) for r, k in zip(responses, tasks, strict=True)]
-    t_ours_seq = time.perf_counter() - t
+    # -- first-time: each pair checked once --------------------------------------------------
+    mv, t_mv = _timed(lambda: run_mathverify(cases))
+    cold()
+    res_seq, t_ours_seq = _timed(lambda: [ours_seq(r, k) for r, k in zip(responses, tasks, strict=True)])
+    cold()
+    res, t_ours = _timed(lambda: ours.batch(responses, tasks))
 
-    clear_cache()
-    pool.clear_caches()
-    t = time.perf_counter()
-    res = ours.batch(responses, tasks)
-    t_ours = time.perf_counter() - t
-
-    # -- RL-shaped: G samples per prompt --------------------------------------------------------
+    # -- repeated: G samples per prompt ------------------------------------------------------
     G = args.group
     rl_resp = [r for r in responses for _ in range(G)]
     rl_tasks = [k for k in tasks for _ in range(G)]
-    t = time.perf_counter()
-    run_mathverify([c for c in cases for _ in range(G)])
-    t_mv_rl = time.perf_counter() - t
-    clear_cache()
-    pool.clear_caches()
-    t = time.perf_counter()
-    ours.batch(rl_resp, rl_tasks)
-    t_ours_rl = time.perf_counter() - t
+    _, t_mv_rl = _timed(lambda: run_mathverify([c for c in cases for _ in range(G)]))
+    cold()
+    _, t_ours_rl = _timed(lambda: ours.batch(rl_resp, rl_tasks))
 
     labels = [c["label"] for c in cases]
     ours_ok = [bool(r.correct) == lab for r, lab in zip(res, labels, strict=True)]
+    seq_ok = [bool(r.correct) == lab for r, lab in zip(res_seq, labels, strict=True)]
     mv_ok = [m == lab for m, lab in zip(mv, labels, strict=True)]
     by_source: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for c, o, m in zip(cases, ours_ok, mv_ok, strict=True):
@@ -143,6 +145,8 @@ def main() -> None:
          "reason": r.info.get("reason"), "source": c["source"]}
         for c, r, m, o in zip(cases, res, mv, ours_ok, strict=True) if not o
     ]
+    paths = Counter(r.info.get("reason", "?") for r in res)
+    in_process = sum(v for k, v in paths.items() if k in IN_PROCESS_REASONS)
 
     # -- adversarial ------------------------------------------------------------------------
     if PWNED.exists():
@@ -158,42 +162,54 @@ def main() -> None:
             adv.append({"name": name, "extract": mode, "seconds": round(dt, 3), "score": r.score,
                         "reason": r.info.get("reason") or r.info.get("error")})
     executed = PWNED.exists()
+    load_end = os.getloadavg()
 
     n = len(cases)
     result = {
         "cases": n,
-        "agreement": {"ours": sum(ours_ok) / n, "math_verify": sum(mv_ok) / n},
+        "agreement": {"ours": sum(ours_ok) / n, "ours_sequential": sum(seq_ok) / n,
+                      "math_verify": sum(mv_ok) / n},
         "agreement_by_source": {k: {"n": v[0], "ours": v[1] / v[0], "math_verify": v[2] / v[0]}
                                 for k, v in sorted(by_source.items())},
         "throughput_cases_per_s": {
             "math_verify": n / t_mv,
             "ours_sequential": n / t_ours_seq,
             "ours_batch": n / t_ours,
-            "math_verify_rl": len(rl_resp) / t_mv_rl,
-            "ours_batch_rl": len(rl_resp) / t_ours_rl,
+            "math_verify_repeated": len(rl_resp) / t_mv_rl,
+            "ours_batch_repeated": len(rl_resp) / t_ours_rl,
         },
-        "speedup": {"sequential": t_mv / t_ours_seq, "batch": t_mv / t_ours,
-                    "rl_group": t_mv_rl / t_ours_rl},
+        "speedup": {"first_time_sequential": t_mv / t_ours_seq, "first_time_batch": t_mv / t_ours,
+                    "repeated": t_mv_rl / t_ours_rl},
+        "seconds": {"math_verify": t_mv, "ours_sequential": t_ours_seq, "ours_batch": t_ours,
+                    "math_verify_repeated": t_mv_rl, "ours_batch_repeated": t_ours_rl},
+        "decided_by": dict(paths.most_common()),
+        "decided_in_process": in_process / n,
         "group_size": G,
         "workers": pool.size,
+        "worker_restarts": pool.restarts,
         "cpus": os.cpu_count(),
+        "load_average": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in load_end]},
         "adversarial": {"max_seconds": max(a["seconds"] for a in adv), "any_scored": any(a["score"] for a in adv),
                         "code_executed": executed, "calls": adv},
         "disagreements": disagreements,
     }
 
-    print(f"\n{'':28}{'ours':>10}{'math-verify':>14}")
-    print(f"{'agreement (' + str(n) + ' cases)':28}{result['agreement']['ours']:>10.1%}{result['agreement']['math_verify']:>14.1%}")
-    for k, v in result["agreement_by_source"].items():
-        print(f"  {k[:26]:26}{v['ours']:>10.1%}{v['math_verify']:>14.1%}   n={v['n']}")
+    sp = result["speedup"]
     tp = result["throughput_cases_per_s"]
-    print(f"{'cases/s cold, sequential':28}{tp['ours_sequential']:>10.1f}{tp['math_verify']:>14.1f}   x{result['speedup']['sequential']:.1f}")
-    print(f"{'cases/s cold, batch':28}{tp['ours_batch']:>10.1f}{tp['math_verify']:>14.1f}   x{result['speedup']['batch']:.1f}")
-    print(f"{'cases/s RL groups G=' + str(G):28}{tp['ours_batch_rl']:>10.1f}{tp['math_verify_rl']:>14.1f}   x{result['speedup']['rl_group']:.1f}")
-    print(f"{'adversarial max s/call':28}{result['adversarial']['max_seconds']:>10.2f}"
+    print(f"\n{'':30}{'ours':>10}{'math-verify':>14}")
+    print(f"{'agreement (' + str(n) + ' cases)':30}{result['agreement']['ours']:>10.1%}{result['agreement']['math_verify']:>14.1%}")
+    for k, v in result["agreement_by_source"].items():
+        print(f"  {k[:28]:28}{v['ours']:>10.1%}{v['math_verify']:>14.1%}   n={v['n']}")
+    print(f"{'cases/s first-time, sequential':30}{tp['ours_sequential']:>10.1f}{tp['math_verify']:>14.1f}   x{sp['first_time_sequential']:.1f}")
+    print(f"{'cases/s first-time, batch':30}{tp['ours_batch']:>10.1f}{tp['math_verify']:>14.1f}   x{sp['first_time_batch']:.1f}")
+    print(f"{'cases/s repeated, G=' + str(G):30}{tp['ours_batch_repeated']:>10.1f}{tp['math_verify_repeated']:>14.1f}   x{sp['repeated']:.1f}")
+    print(f"{'decided in-process':30}{result['decided_in_process']:>10.1%}   {dict(paths.most_common())}")
+    print(f"{'adversarial max s/call':30}{result['adversarial']['max_seconds']:>10.2f}"
           f"   (code executed: {executed}, any credited: {result['adversarial']['any_scored']})")
     for a in sorted(adv, key=lambda a: -a["seconds"])[:5]:
         print(f"    {a['seconds']:6.2f}s  {a['extract']:8} {a['name']}: {a['reason']}")
+    print(f"load average start {load_start[0]:.2f}, end {load_end[0]:.2f} on {os.cpu_count()} cpus; "
+          f"{pool.size} workers, {pool.restarts} worker restarts")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")

@@ -127,6 +127,31 @@ class WorkerPool:
         self._retire(h)
         return False, "timeout"
 
+    def recycle(self) -> None:
+        """Replace every idle worker with a fresh one forked from the warm forkserver (benchmarks
+        use this so that no comparison profits from sympy caches filled by an earlier pass)."""
+        handles = []
+        while True:
+            try:
+                handles.append(self._idle.get_nowait())
+            except queue.Empty:
+                break
+        for h in handles:
+            h.kill()
+            with self._lock:
+                if h in self._all:
+                    self._all.remove(h)
+            self._spawn()
+        fresh = []
+        while True:
+            try:
+                fresh.append(self._idle.get_nowait())
+            except queue.Empty:
+                break
+        for h in fresh:
+            h.wait_ready(self.start_timeout)
+            self._idle.put(h)
+
     def clear_caches(self) -> None:
         """Empty each worker's parse cache (benchmarks use this to time cold comparisons)."""
         handles = []

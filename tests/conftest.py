@@ -1,3 +1,8 @@
+import os
+
+# Keep every Ray process of the tests on loopback (Ray otherwise binds the node's interface IP).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 import pytest
 
 

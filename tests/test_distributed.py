@@ -22,7 +22,7 @@ RECIPES = Path(__file__).parent.parent / "recipes"
 
 @pytest.fixture
 def local_ray():
-    ray.init(num_cpus=4, include_dashboard=False)
+    ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1")
     yield
     ray.shutdown()
 
@@ -153,7 +153,9 @@ def test_two_learners_two_rollouts_on_a_two_node_cluster(tmp_path):
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
     cluster.add_node(num_cpus=2)
     try:
-        summary = train(_dist_recipe(tmp_path, "multinode", 2), address=cluster.address)
+        recipe = _dist_recipe(tmp_path, "multinode", 2,
+                              "rewards.verifiers=[{name: 'tests.plugins:digit_count'}]")
+        summary = train(recipe, address=cluster.address)
         rows = _rows(tmp_path / "multinode")
         assert sorted(rows) == [1, 2]
         assert all(r["mismatch/pearson"] > 0.999 and r["grad_norm"] > 0 for r in rows.values())

@@ -17,6 +17,8 @@ import random
 import re
 
 from rewards.base import BaseVerifier, RewardResult, register_verifier
+from rewards.extract import last_boxed
+from rewards.tasks.common import seeded_generate
 
 PROMPT = "Compute {expr}.\n"
 _INT = re.compile(r"-?\d+")
@@ -58,10 +60,7 @@ def make_problem(rng: random.Random, difficulty: int) -> dict:
 
 def generate(n: int, difficulty: int = 2, seed: int = 0) -> list[dict]:
     """``n`` seeded problems; the same (n, difficulty, seed) always gives the same list."""
-    if n < 0 or difficulty < 1:
-        raise ValueError(f"arithmetic.generate: need n >= 0 and difficulty >= 1, got {n}, {difficulty}")
-    rng = random.Random(f"arithmetic-{difficulty}-{seed}")
-    return [dict(make_problem(rng, difficulty), id=f"arith-{seed}-{i}") for i in range(n)]
+    return seeded_generate("arithmetic", make_problem, n, difficulty, seed)
 
 
 def solve(task: dict) -> str:
@@ -72,19 +71,6 @@ def solve(task: dict) -> str:
     ops = tokens[1::2]
     lines = _steps(nums, ops)
     return "<think>" + "\n=".join(lines) + "</think>\\boxed{" + lines[-1] + "}"
-
-
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` with balanced braces, or None."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    depth, i = 1, start + len("\\boxed{")
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j]
-    return None
 
 
 @register_verifier("arithmetic")

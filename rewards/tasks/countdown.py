@@ -23,6 +23,7 @@ from fractions import Fraction
 
 from rewards.base import BaseVerifier, RewardResult, register_verifier
 from rewards.extract import last_boxed, strip_think
+from rewards.tasks.common import seeded_generate
 
 PROMPT = ("Using the numbers {nums} (each at most once) and + - * /, make {target}. "
           "Show your reasoning, then give the expression in \\boxed{{}}.\n")
@@ -152,10 +153,7 @@ def make_problem(rng: random.Random, difficulty: int) -> dict:
 
 def generate(n: int, difficulty: int = 2, seed: int = 0) -> list[dict]:
     """``n`` seeded problems; the same (n, difficulty, seed) always gives the same list."""
-    if n < 0 or difficulty < 1:
-        raise ValueError(f"countdown.generate: need n >= 0 and difficulty >= 1, got {n}, {difficulty}")
-    rng = random.Random(f"countdown-{difficulty}-{seed}")
-    return [dict(make_problem(rng, difficulty), id=f"countdown-{seed}-{i}") for i in range(n)]
+    return seeded_generate("countdown", make_problem, n, difficulty, seed)
 
 
 # -- reference solver -----------------------------------------------------------------------

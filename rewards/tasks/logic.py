@@ -21,6 +21,7 @@ import re
 
 from rewards.base import BaseVerifier, RewardResult, register_verifier
 from rewards.extract import last_boxed, strip_think
+from rewards.tasks.common import seeded_generate
 
 NAMES = "ABCDEFGH"
 _WORDS = {3: "Three", 4: "Four", 5: "Five", 6: "Six", 7: "Seven", 8: "Eight"}
@@ -125,10 +126,7 @@ def make_problem(rng: random.Random, difficulty: int) -> dict:
 
 def generate(n: int, difficulty: int = 2, seed: int = 0) -> list[dict]:
     """``n`` seeded puzzles; the same (n, difficulty, seed) always gives the same list."""
-    if n < 0 or difficulty < 1:
-        raise ValueError(f"logic.generate: need n >= 0 and difficulty >= 1, got {n}, {difficulty}")
-    rng = random.Random(f"logic-{difficulty}-{seed}")
-    return [dict(make_problem(rng, difficulty), id=f"logic-{seed}-{i}") for i in range(n)]
+    return seeded_generate("logic", make_problem, n, difficulty, seed)
 
 
 def solve(task: dict) -> str:

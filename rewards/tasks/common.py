@@ -1,0 +1,16 @@
+"""What every synthetic task shares: seeded generation with a difficulty knob."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+
+def seeded_generate(task: str, make_problem: Callable[[random.Random, int], dict], n: int,
+                    difficulty: int, seed: int) -> list[dict]:
+    """``n`` problems from ``make_problem(rng, difficulty)``; the same (n, difficulty, seed)
+    always gives the same list, and each row gets an ``id``."""
+    if n < 0 or difficulty < 1:
+        raise ValueError(f"{task}.generate: need n >= 0 and difficulty >= 1, got {n}, {difficulty}")
+    rng = random.Random(f"{task}-{difficulty}-{seed}")
+    return [dict(make_problem(rng, difficulty), id=f"{task}-{seed}-{i}") for i in range(n)]

@@ -112,9 +112,11 @@ def placement_plan(r: Recipe) -> dict:
 
 
 def _failed(r) -> bool:
-    """A verifier raised or timed out on this sample (recorded as a zero, not a crash)."""
+    """A verifier could not judge this sample (it raised, timed out, or no verifier matched):
+    recorded as a zero with the reason, never a crash."""
     parts = r.info.get("parts", {}).values()
-    return "error" in r.info or any("error" in p.get("info", {}) for p in parts)
+    return (r.correct is None and "error" in r.info) or any(
+        p.get("correct") is None and "error" in p.get("info", {}) for p in parts)
 
 
 class Run:

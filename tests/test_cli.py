@@ -34,7 +34,7 @@ def test_train_stops_before_work_on_missing_model_and_empty_data(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     out = _rlhf("train", QS, "model.build=null", f"model.path={tmp_path / 'no_model'}",
-                "data.train={type: file, path: %s}" % empty, f"run.output_dir={tmp_path}")
+                f"data.train={{type: file, path: {empty}}}", f"run.output_dir={tmp_path}")
     assert out.returncode == 2
     assert "model.path" in out.stderr and "does not exist" in out.stderr
     assert "data.train.path" in out.stderr and "is empty" in out.stderr

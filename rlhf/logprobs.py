@@ -6,6 +6,11 @@ memory (a 32K-token sequence with V = 152K is 19 GiB in float32), so here the he
 chunks of ``chunk_size`` tokens: each chunk's float32 logits live only inside the loop, in the
 forward pass and again in the backward pass (recomputed, never stored).
 
+Precision matches vLLM's FP32 head (``hf_overrides={"head_dtype": "float32"}``): with bf16/fp16
+weights on a GPU the head is ``torch.mm(h, W^T, out_dtype=float32)``, bf16 operands with float32
+accumulation and float32 logits (tensor cores, never rounded to bf16); with float32 weights it
+is a float32 matmul. Softmax, logsumexp and gathers are float32 either way.
+
 Shapes: ``T`` selected tokens (flattened over the batch), ``H`` hidden size, ``V`` vocabulary.
 """
 
@@ -22,7 +27,7 @@ class _ChunkedHeadLogprob(torch.autograd.Function):
         T = hidden.shape[0]
         out = torch.empty(T, dtype=torch.float32, device=hidden.device)  # [T]
         ent = torch.empty(T, dtype=torch.float32, device=hidden.device)  # [T]
-        w32 = weight.float()
+        w32 = _head_weight(hidden, weight)
         b32 = None if bias is None else bias.float()
         for s in range(0, T, chunk_size):
             logits = _logits(hidden[s:s + chunk_size], w32, b32)  # [c, V] float32
@@ -39,10 +44,11 @@ class _ChunkedHeadLogprob(torch.autograd.Function):
     def backward(ctx, grad_out, _grad_ent):
         hidden, weight, bias, targets = ctx.saved_tensors
         c = ctx.chunk_size
-        w32 = weight.float()
+        w32 = _head_weight(hidden, weight)
         b32 = None if bias is None else bias.float()
         grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_w = torch.zeros_like(w32) if ctx.needs_input_grad[1] else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) \
+            if ctx.needs_input_grad[1] else None
         grad_b = torch.zeros_like(b32) if (bias is not None and ctx.needs_input_grad[2]) else None
         for s in range(0, hidden.shape[0], c):
             h = hidden[s:s + c]
@@ -52,9 +58,9 @@ class _ChunkedHeadLogprob(torch.autograd.Function):
                                   torch.ones_like(targets[s:s + c, None], dtype=g_logits.dtype))
             g_logits.mul_(grad_out[s:s + c, None].float())
             if grad_h is not None:
-                grad_h[s:s + c] = (g_logits @ w32).to(hidden.dtype)
+                grad_h[s:s + c] = _mm32(g_logits.to(w32.dtype), w32).to(hidden.dtype)
             if grad_w is not None:
-                grad_w.addmm_(g_logits.t(), h.float())
+                grad_w += _mm32(g_logits.t().to(w32.dtype), h.to(w32.dtype))
             if grad_b is not None:
                 grad_b.add_(g_logits.sum(0))
         grad_w = None if grad_w is None else grad_w.to(weight.dtype)
@@ -62,8 +68,26 @@ class _ChunkedHeadLogprob(torch.autograd.Function):
         return grad_h, grad_w, grad_b, None, None
 
 
-def _logits(h: torch.Tensor, w32: torch.Tensor, b32: torch.Tensor | None) -> torch.Tensor:
-    logits = h.float() @ w32.t()  # [c, V] float32
+def _tensor_core_ok(t: torch.Tensor) -> bool:
+    return t.is_cuda and t.dtype in (torch.bfloat16, torch.float16)
+
+
+def _head_weight(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The weight as the matmul uses it: as is for bf16 on a GPU, else float32."""
+    if _tensor_core_ok(hidden) and weight.dtype == hidden.dtype:
+        return weight
+    return weight.float()
+
+
+def _mm32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b with a float32 result: float32 accumulation of bf16 operands on a GPU."""
+    if _tensor_core_ok(a):
+        return torch.mm(a, b, out_dtype=torch.float32)
+    return a.float() @ b.float()
+
+
+def _logits(h: torch.Tensor, w: torch.Tensor, b32: torch.Tensor | None) -> torch.Tensor:
+    logits = _mm32(h.to(w.dtype), w.t())  # [c, V] float32
     return logits if b32 is None else logits + b32
 
 

@@ -33,6 +33,8 @@ class PolicyModel(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (logprobs [n, R], entropy [n, R]) of the response tokens, zero-padded."""
         base = base_model(self.lm)
+        if bool(attention_mask.all()):  # no padding: let attention use its causal kernel, no mask
+            attention_mask = None
         hidden = base.model(input_ids=input_ids, attention_mask=attention_mask,
                             use_cache=False).last_hidden_state  # [n, L, H]
         n, L, H = hidden.shape

@@ -1,0 +1,122 @@
+"""Learner step on long sequences: our chunked FP32 LM head vs the naive full-logits step.
+
+One train step = forward + backward + AdamW on the Qwen2.5-0.5B shape (hidden 896, 24 layers,
+14 heads, 2 KV heads, vocab 151936, tied embeddings, random bf16 weights), activation
+checkpointing on in both. "naive": full [T, V] logits in float32, log-softmax, gather (the
+reference in shared/bench). "ours": rlhf.policy.PolicyModel, FP32 head in chunks, recomputed in
+the backward pass. Prints a table and writes benchmarks/results/learner_<gpu>.json.
+
+    python benchmarks/bench_learner.py [--shapes 8x2048,1x16384,1x32768,1x81920] [--chunk 4096]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12}
+
+
+def build_model():
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    cfg = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864,
+                      num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                      tie_word_embeddings=True, rope_theta=1e6, max_position_embeddings=131072)
+    torch.manual_seed(0)
+    lm = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16, attn_implementation="sdpa")
+    lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    lm.config.use_cache = False
+    return lm.cuda().train()
+
+
+def naive_loss(lm, ids):
+    logits = lm(input_ids=ids).logits.float()  # [B, T, V] float32
+    logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
+    return -logp.mean()
+
+
+def ours_loss(policy, ids):
+    B, T = ids.shape
+    lp, _ = policy(ids, torch.ones_like(ids), torch.ones(B, dtype=torch.long, device=ids.device),
+                   torch.full((B,), T - 1, device=ids.device))
+    return -lp.mean()
+
+
+def run_case(kind: str, lm, B: int, T: int, chunk: int, steps: int) -> dict:
+    from rlhf.policy import PolicyModel
+
+    policy = PolicyModel(lm, lm_head_fp32=True, chunk_size=chunk)
+    opt = torch.optim.AdamW(lm.parameters(), lr=1e-6, betas=(0.9, 0.95), eps=1e-15)
+    fn = (lambda ids: naive_loss(lm, ids)) if kind == "naive" else (lambda ids: ours_loss(policy, ids))
+    g = torch.Generator(device="cuda").manual_seed(T)
+    times = []
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    try:
+        for i in range(steps + 1):
+            ids = torch.randint(0, 151936, (B, T), device="cuda", generator=g)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            loss = fn(ids)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            torch.cuda.synchronize()
+            if i:  # the first step warms up kernels and allocator
+                times.append(time.perf_counter() - t0)
+        assert torch.isfinite(loss)
+    except torch.OutOfMemoryError:
+        opt.zero_grad(set_to_none=True)
+        del opt
+        torch.cuda.empty_cache()
+        return {"kind": kind, "shape": f"{B}x{T}", "oom": True}
+    t = statistics.median(times)
+    params = sum(p.numel() for p in lm.parameters())
+    gpu = torch.cuda.get_device_name()
+    peak = next((v for k, v in PEAK_BF16.items() if k in gpu), 989e12)
+    out = {"kind": kind, "shape": f"{B}x{T}", "oom": False, "step_s": t, "tok_s": B * T / t,
+           "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
+           "mfu": 6 * params * B * T / t / peak, "params": params}
+    del opt
+    torch.cuda.empty_cache()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", default="8x2048,1x16384,1x32768,1x81920")
+    ap.add_argument("--chunk", type=int, default=4096)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--kinds", default="ours,naive")
+    ap.add_argument("--out", default="benchmarks/results")
+    args = ap.parse_args()
+    lm = build_model()
+    gpu = torch.cuda.get_device_name()
+    rows = []
+    for shape in args.shapes.split(","):
+        B, T = map(int, shape.split("x"))
+        for kind in args.kinds.split(","):
+            r = run_case(kind, lm, B, T, args.chunk, args.steps)
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+    print(f"\nlearner step, Qwen2.5-0.5B shape, bf16 weights, activation checkpointing, {gpu}")
+    print(f"{'shape':>9} {'kind':>6} {'tok/s':>9} {'peak GiB':>9} {'MFU':>6}")
+    for r in rows:
+        if r["oom"]:
+            print(f"{r['shape']:>9} {r['kind']:>6} {'OOM':>9}")
+        else:
+            print(f"{r['shape']:>9} {r['kind']:>6} {r['tok_s']:9.0f} {r['peak_gib']:9.1f} {r['mfu']:6.1%}")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    tag = "h200" if "H200" in gpu else "h100" if "H100" in gpu else "gpu"
+    Path(args.out, f"learner_{tag}.json").write_text(json.dumps({"gpu": gpu, "chunk": args.chunk,
+                                                                 "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

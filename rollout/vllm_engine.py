@@ -1,0 +1,161 @@
+"""The vLLM engine (GPU), behind the same interface as the transformers engine.
+
+Imported only when a recipe asks for ``rollout.engine: vllm`` (vLLM 0.26). What it returns matches
+:class:`rollout.hf_engine.HFEngine`: the sampled token ids, the sampler's *raw* log-probability
+of each (vLLM's default ``logprobs_mode`` is ``raw_logprobs``: before temperature and top-p), a
+finish reason, one seed per prompt, one token budget per prompt. Token ids go in and out
+(``TokensPrompt``); nothing is re-tokenized.
+
+* FP32 LM head: vLLM's ``hf_overrides={"head_dtype": "float32"}`` (bf16 operands, float32
+  accumulation and logits), which the learner's chunked head reproduces (rlhf/logprobs.py).
+* M1's repetition stop runs at decode time inside vLLM
+  (:class:`rollout.vllm_repetition.RepetitionStopLogitsProcessor` forces EOS after ``window``
+  consecutive tokens with p > ``prob``). Here the stop is read back from the returned raw
+  logprobs (:func:`truncate_repetition`): the sample is cut after the token at which the rule
+  fires, the forced EOS and its logprob are dropped, and the finish reason is ``repetition``.
+  Registering a custom logits processor makes vLLM 0.26 use its V1 model runner instead of V2;
+  ``repetition_stop=False`` keeps V2 and still applies the rule post hoc (no time saved).
+* Weights: ``update_weights`` loads a Hugging Face-named state dict in place, over CUDA IPC
+  when the tensors are on this engine's GPU and the engine was built with
+  ``weight_transfer="ipc"``, else through ``collective_rpc`` (the tensors travel pickled);
+  then the prefix cache, whose KV came from the old weights, is dropped.
+* ``sleep`` / ``wake_up``: sleep level 1 (weights to CPU, KV cache freed) for colocated
+  placement; needs ``enable_sleep_mode=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from rollout.base import Completion, SamplingConfig
+from rollout.repetition import first_repetition_stop
+
+
+def truncate_repetition(token_ids: list[int], logprobs: list[float], reason: str, window: int,
+                        prob: float) -> tuple[list[int], list[float], str]:
+    """Cut a finished sample after the first token at which M1's rule fires.
+
+    Whatever follows that token is dropped: the EOS that the decode-time processor forced (its
+    logprob is the raw one, not a sample's), or the tail of a sample that ran on because the
+    rule was not active in the engine. Samples where the rule never fires are returned as is.
+    """
+    stop = first_repetition_stop(logprobs, window, prob)
+    if stop is None:
+        return token_ids, logprobs, reason
+    return token_ids[:stop + 1], logprobs[:stop + 1], "repetition"
+
+
+def _eos_ids(model_path: str) -> list[int]:
+    """EOS ids from config.json and generation_config.json (vLLM does not stop on EOS by
+    itself when the tokenizer is skipped, so the engine passes them as stop tokens)."""
+    ids: list[int] = []
+    for name in ("generation_config.json", "config.json"):
+        f = Path(model_path, name)
+        if f.exists():
+            eos = json.loads(f.read_text()).get("eos_token_id")
+            for e in (eos if isinstance(eos, list) else [eos]):
+                if e is not None and e not in ids:
+                    ids.append(int(e))
+    return ids
+
+
+class VLLMEngine:
+    def __init__(self, model_path: str, *, dtype: str = "bfloat16", lm_head_fp32: bool = True,
+                 gpu_memory_utilization: float = 0.5, max_model_len: int | None = None,
+                 enable_sleep_mode: bool = False, seed: int = 0, repetition_stop: bool = True,
+                 weight_transfer: str | None = None, **llm_kwargs):
+        # callable RPCs and IPC handles are pickled; the engine process reads this at start
+        os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+        os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+        from vllm import LLM
+
+        kw = dict(model=model_path, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
+                  enable_sleep_mode=enable_sleep_mode, seed=seed, **llm_kwargs)
+        if lm_head_fp32:
+            kw["hf_overrides"] = {**kw.get("hf_overrides", {}), "head_dtype": "float32"}
+        if max_model_len:
+            kw["max_model_len"] = max_model_len
+        if repetition_stop:
+            from rollout.vllm_repetition import RepetitionStopLogitsProcessor
+
+            kw["logits_processors"] = [RepetitionStopLogitsProcessor]
+        if weight_transfer:
+            kw["weight_transfer_config"] = {"backend": weight_transfer}
+        self.llm = LLM(**kw)
+        self.model_path = model_path
+        self.eos_ids = _eos_ids(model_path)
+        self.repetition_stop = repetition_stop
+        self.weight_transfer = weight_transfer
+        self.sleeping = False
+
+    # ---- generation ----------------------------------------------------------------------
+    def sampling_params(self, sampling: SamplingConfig, max_tokens: int, seed: int | None):
+        from vllm import SamplingParams
+
+        extra = None
+        if self.repetition_stop and sampling.repetition_window > 0 and self.eos_ids:
+            from rollout.vllm_repetition import repetition_args
+
+            extra = repetition_args(sampling.repetition_window, sampling.repetition_prob,
+                                    self.eos_ids[0])
+        stop = list(dict.fromkeys([*sampling.stop_token_ids, *self.eos_ids]))
+        return SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                              top_k=sampling.top_k if sampling.top_k > 0 else 0,
+                              max_tokens=max_tokens, seed=seed, logprobs=0,
+                              stop_token_ids=stop or None, extra_args=extra)
+
+    def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig,
+                 max_tokens_per_request: list[int] | None = None,
+                 seeds: list[int] | None = None) -> list[Completion]:
+        from vllm import TokensPrompt
+
+        params = [self.sampling_params(
+            sampling, max_tokens_per_request[i] if max_tokens_per_request else sampling.max_tokens,
+            seeds[i] if seeds is not None else sampling.seed) for i in range(len(prompt_token_ids))]
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(ids)) for ids in prompt_token_ids],
+                                 params, use_tqdm=False)
+        result = []
+        for i, out in enumerate(outs):  # vLLM returns requests in submission order
+            for c in out.outputs:
+                ids = list(c.token_ids)
+                lps = [float(step[tok].logprob) for tok, step in zip(ids, c.logprobs)]  # [T]
+                reason = "stop" if c.finish_reason == "stop" else "length"
+                ids, lps, reason = truncate_repetition(ids, lps, reason, sampling.repetition_window,
+                                                       sampling.repetition_prob)
+                result.append(Completion(i, ids, lps, reason))
+        return result
+
+    # ---- weights -------------------------------------------------------------------------
+    def update_weights(self, named_tensors: dict) -> None:
+        """Load Hugging Face-named weights in place (no restart)."""
+        items = list(named_tensors.items())
+        on_gpu = bool(items) and all(getattr(t, "is_cuda", False) for _, t in items)
+        if self.weight_transfer == "ipc" and on_gpu:
+            self._update_ipc(items)
+        else:
+            self.llm.collective_rpc(lambda w: w.model_runner.reload_weights(weights_iterator=items))
+        self.llm.reset_prefix_cache()
+
+    def _update_ipc(self, items: list) -> None:
+        from dataclasses import asdict
+
+        from vllm.distributed.weight_transfer.ipc_engine import IPCWeightTransferEngine
+
+        self.llm.start_weight_update()
+        IPCWeightTransferEngine.trainer_send_weights(
+            iter(items), {"send_mode": lambda info: self.llm.update_weights(
+                {"update_info": asdict(info)})})
+        self.llm.finish_weight_update()
+
+    # ---- memory --------------------------------------------------------------------------
+    def sleep(self) -> None:
+        if not self.sleeping:
+            self.llm.sleep(level=1)
+            self.sleeping = True
+
+    def wake_up(self) -> None:
+        if self.sleeping:
+            self.llm.wake_up()
+            self.sleeping = False

@@ -1,0 +1,171 @@
+"""The vLLM engine's pure-Python parts, without vLLM: the post-hoc repetition read-back, the
+decode-time rule (top logprob + argmax, compared one step later), and the logits processor
+driven through a scripted decode loop on CPU tensors."""
+
+import json
+import math
+import random
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from rollout.repetition import first_repetition_stop
+from rollout.vllm_engine import _eos_ids, truncate_repetition
+from rollout.vllm_repetition import (
+    RepetitionStopLogitsProcessor,
+    confident_run_rule,
+    repetition_args,
+)
+
+pytestmark = pytest.mark.unit
+
+HI, LO = math.log(0.999), math.log(0.2)
+EOS = 7
+
+
+def test_truncate_repetition_drops_the_forced_eos():
+    ids = list(range(10))
+    lps = [LO, LO] + [HI] * 5 + [math.log(1e-4)]  # EOS forced after 5 confident tokens
+    out = truncate_repetition(ids[:8], lps, "stop", 5, 0.99)
+    assert out == (ids[:7], lps[:7], "repetition")
+    # a natural stop, a window that is never reached, a disabled rule: unchanged
+    assert truncate_repetition(ids[:8], lps, "stop", 6, 0.99) == (ids[:8], lps, "stop")
+    assert truncate_repetition(ids[:8], lps, "length", 0, 0.99) == (ids[:8], lps, "length")
+    # a rule that was not active in the engine: the tail after the firing token goes too
+    long = [LO] + [HI] * 9
+    assert truncate_repetition(ids, long, "length", 3, 0.99) == (ids[:4], long[:4], "repetition")
+
+
+def _step_stats(logits: torch.Tensor):
+    logp = torch.log_softmax(logits.double(), -1)
+    top, arg = logp.max(-1)
+    return logp, top, arg
+
+
+@pytest.mark.parametrize("prob", [0.5, 0.9, 0.99])
+def test_argmax_rule_equals_the_sampled_token_rule(prob):
+    """p(x_t) > p  <=>  max p_t > p and x_t == argmax, for p >= 0.5: the per-step rule fires at
+    the same token as M1's rule on the sampled tokens' own logprobs."""
+    g = torch.Generator().manual_seed(int(prob * 100))
+    for trial in range(40):
+        T, V = 80, 6
+        scale = torch.where(torch.rand(T, 1, generator=g) < 0.7, 12.0, 1.0)  # peaked most steps
+        logits = torch.randn(T, V, generator=g) * scale
+        logp, top, arg = _step_stats(logits)
+        tokens = torch.multinomial(logp.exp(), 1, generator=g)[:, 0]
+        sampled = logp.gather(-1, tokens[:, None])[:, 0]
+        window = 1 + trial % 7
+        ref = first_repetition_stop(sampled.tolist(), window, prob)
+        got = confident_run_rule(tokens.tolist(), top.tolist(), arg.tolist(), window, prob)
+        assert got == ref
+
+
+def _proc(max_num_seqs=8):
+    cfg = SimpleNamespace(scheduler_config=SimpleNamespace(max_num_seqs=max_num_seqs))
+    return RepetitionStopLogitsProcessor(cfg, torch.device("cpu"), False)
+
+
+def _update(batch_size, added=(), removed=(), moved=()):
+    return SimpleNamespace(batch_size=batch_size, added=list(added), removed=list(removed),
+                           moved=list(moved))
+
+
+def _params(window, prob=0.99, max_tokens=1000, on=True):
+    return SimpleNamespace(max_tokens=max_tokens,
+                           extra_args=repetition_args(window, prob, EOS) if on else None)
+
+
+def _decode(proc, rows, steps, logits_fn, gen, discard=None):
+    """A scripted decode loop: ``rows[b]`` is batch row b's output list. Returns, per row, the
+    raw logprobs of its sampled tokens and the step at which EOS was forced (or None)."""
+    raw = [[] for _ in rows]
+    forced = [None] * len(rows)
+    done = [False] * len(rows)
+    for t in range(steps):
+        logits = logits_fn(t)  # [B, V]
+        out = proc.apply(logits.clone())
+        logp = torch.log_softmax(logits.double(), -1)
+        for b, ids in enumerate(rows):
+            if done[b]:
+                continue
+            if torch.isinf(out[b]).sum() == out.shape[1] - 1:  # every logit but EOS masked
+                assert out[b].argmax().item() == EOS
+                forced[b], done[b] = len(ids), True
+                continue
+            if discard and discard(t, b):  # a partial-prefill step: sample thrown away
+                continue
+            tok = int(torch.multinomial(torch.softmax(out[b].double(), -1), 1, generator=gen))
+            ids.append(tok)
+            raw[b].append(float(logp[b, tok]))
+        proc.update_state(None)
+    return raw, forced
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_processor_forces_eos_exactly_where_the_rule_fires(seed):
+    B, V, window = 4, 9, 5
+    gen = torch.Generator().manual_seed(seed)
+    rng = random.Random(seed)
+    peaked = [[rng.random() < 0.75 for _ in range(60)] for _ in range(B)]
+    base = torch.randn(60, B, V, generator=gen)
+    for t in range(60):
+        for b in range(B):
+            if peaked[b][t]:
+                base[t, b, (t * 3 + b) % V] += 14.0  # p(top) > 0.999
+    proc = _proc()
+    rows = [[] for _ in range(B)]
+    proc.update_state(_update(B, added=[(b, _params(window), [1, 2], rows[b]) for b in range(B)]))
+    raw, forced = _decode(proc, rows, 60, lambda t: base[t], gen)
+    for b in range(B):
+        stop = first_repetition_stop(raw[b], window, 0.99)
+        assert forced[b] == (None if stop is None else stop + 1), (b, raw[b])
+        if stop is not None:
+            ids, _, reason = truncate_repetition(rows[b] + [EOS], raw[b] + [-9.0], "stop",
+                                                 window, 0.99)
+            assert reason == "repetition" and len(ids) == stop + 1
+
+
+def test_processor_follows_moves_removals_and_discarded_samples():
+    V, window = 9, 3
+    gen = torch.Generator().manual_seed(0)
+    proc = _proc()
+    a, b, c = [], [], []
+    proc.update_state(_update(3, added=[(0, _params(window), None, a), (1, _params(window), None, b),
+                                        (2, _params(window, on=False), None, c)]))
+    assert set(proc.rows) == {0, 1}  # row 2 did not ask for the rule
+    confident = torch.full((3, V), -20.0)
+    confident[:, 2] = 20.0
+    # two confident tokens each, then rows 0 and 1 swap places; row 0 (now at 1) loses a sample
+    # to a partial prefill, which must not break its run
+    _decode(proc, [a, b, c], 2, lambda t: confident, gen)
+    proc.update_state(_update(3, moved=[(0, 1, SimpleNamespace(name="SWAP"))]))
+    assert proc.rows[1].output_ids is a and proc.rows[0].output_ids is b
+    _, forced = _decode(proc, [b, a, c], 3, lambda t: confident, gen,
+                        discard=lambda t, row: t == 0 and row == 1)
+    assert len(b) == 3 and forced[0] == 3  # b: 3 confident tokens, then EOS
+    assert len(a) == 3 and forced[1] == 3  # a: a discarded sample did not count
+    assert forced[2] is None and len(c) == 5  # c never stops
+    proc.update_state(_update(1, removed=[1, 2]))
+    assert set(proc.rows) == {0}
+
+
+def test_processor_skips_rows_that_cannot_fire_and_validates():
+    proc = _proc()
+    proc.update_state(_update(2, added=[(0, _params(100, max_tokens=50), None, []),
+                                        (1, _params(0), None, [])]))
+    assert not proc.rows
+    logits = torch.randn(2, 5)
+    assert proc.apply(logits) is logits
+    RepetitionStopLogitsProcessor.validate_params(_params(10, prob=0.5))
+    with pytest.raises(ValueError, match=r"\[0.5, 1\)"):
+        RepetitionStopLogitsProcessor.validate_params(_params(10, prob=0.3))
+    with pytest.raises(ValueError, match="window"):
+        RepetitionStopLogitsProcessor.validate_params(
+            SimpleNamespace(extra_args={"repetition_stop": {"window": 0, "prob": 0.9, "eos": 1}}))
+
+
+def test_eos_ids_from_the_model_directory(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"eos_token_id": 5}))
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [9, 5]}))
+    assert _eos_ids(str(tmp_path)) == [9, 5]

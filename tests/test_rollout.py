@@ -100,3 +100,13 @@ def test_repetition_stop_fires_on_a_degenerate_model(tiny_model_dir):
 def test_update_weights_rejects_unknown_names(engine):
     with pytest.raises(KeyError, match="unknown parameter"):
         engine.update_weights({"not.a.param": torch.zeros(1)})
+
+
+def test_vllm_engine_posthoc_repetition_truncation():
+    from rollout.vllm_engine import truncate_repetition
+
+    hi, lo = math.log(0.999), math.log(0.2)
+    ids, lps = list(range(10)), [lo, lo] + [hi] * 8
+    assert truncate_repetition(ids, lps, "length", 5, 0.99) == (ids[:7], lps[:7], "repetition")
+    assert truncate_repetition(ids, lps, "stop", 9, 0.99) == (ids, lps, "stop")
+    assert truncate_repetition(ids, lps, "stop", 0, 0.99) == (ids, lps, "stop")

@@ -379,6 +379,19 @@ def _as_limits(limits: Any, **defaults: Any) -> Any:
     return Limits(**given)
 
 
+def read_verdict(stdout: str, nonce: str) -> dict | None:
+    """The last JSON line of ``stdout`` carrying this run's nonce (None if there is none): the
+    only output of a sandboxed harness the host trusts."""
+    for line in reversed(stdout.splitlines()):
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and doc.get("nonce") == nonce:
+            return doc
+    return None
+
+
 @register_verifier("code")
 class CodeVerifier(BaseVerifier):
     """Scores a response by running its last python block against the task's tests."""
@@ -443,15 +456,7 @@ class CodeVerifier(BaseVerifier):
             info["sandbox_error"] = r.error
         if r.oom_killed:
             info["oom_killed"] = True
-        verdict = None
-        for line in reversed(r.stdout.splitlines()):
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(doc, dict) and doc.get("nonce") == nonce:
-                verdict = doc
-                break
+        verdict = read_verdict(r.stdout, nonce)
         if verdict is None:
             info["error"] = ("no verdict from the checker (killed, timed out or crashed): "
                              f"exit {r.exit_code}, timed_out={r.timed_out}, "

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from rewards.base import BaseVerifier, RewardResult, register_verifier, safe_call
-from rewards.code import _as_limits, shared_pool
+from rewards.code import _as_limits, read_verdict, shared_pool
 
 _DIFF_FENCE = re.compile(r"```[ \t]*(diff|patch)[^\n]*\n(.*?)```", re.DOTALL)
 
@@ -287,15 +287,7 @@ class SWEVerifier(BaseVerifier):
         r = self.pool.run(["python3", "-I", "/work/harness.py"], files=files,
                           stdin=json.dumps(payload), timeout=timeout + 30, max_output=1 << 20)
         info: dict[str, Any] = {"queue_s": round(r.queue_s, 4), "sandbox_s": round(r.duration, 4)}
-        verdict = None
-        for line in reversed(r.stdout.splitlines()):
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(doc, dict) and doc.get("nonce") == nonce:
-                verdict = doc
-                break
+        verdict = read_verdict(r.stdout, nonce)
         if verdict is None:
             info.update(status="sandbox_failed", error=r.error or f"no verdict (exit "
                         f"{r.exit_code}, timed_out={r.timed_out}, oom={r.oom_killed})",

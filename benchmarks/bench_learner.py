@@ -2,9 +2,11 @@
 
 One train step = forward + backward + AdamW on the Qwen2.5-0.5B shape (hidden 896, 24 layers,
 14 heads, 2 KV heads, vocab 151936, tied embeddings, random bf16 weights), activation
-checkpointing on in both. "naive": full [T, V] logits in float32, log-softmax, gather (the
-reference in shared/bench). "ours": rlhf.policy.PolicyModel, FP32 head in chunks, recomputed in
-the backward pass. Prints a table and writes benchmarks/results/learner_<gpu>.json.
+checkpointing on in all. "naive_fp32": full [T, V] logits from a float32 matmul of upcast
+operands, log-softmax, gather (the reference in shared/bench/anchor_bench.py, "fp32 logits");
+"naive_bf16": the same from bf16 logits (the head in bf16, cast to float32). "ours":
+rlhf.policy.PolicyModel, FP32 head (bf16 operands, float32 accumulation and logits, as vLLM's
+FP32 head) in chunks, recomputed in the backward pass. Prints a table and writes benchmarks/results/learner_<gpu>.json.
 
     python benchmarks/bench_learner.py [--shapes 8x2048,1x16384,1x32768,1x81920] [--chunk 4096]
 """
@@ -35,8 +37,12 @@ def build_model():
     return lm.cuda().train()
 
 
-def naive_loss(lm, ids):
-    logits = lm(input_ids=ids).logits.float()  # [B, T, V] float32
+def naive_loss(lm, ids, fp32_head: bool):
+    """Full [B, T, V] logits: bf16 head cast to float32 (``naive_bf16``), or the head as a
+    float32 matmul of upcast operands (``naive_fp32``, shared/bench/anchor_bench.py)."""
+    h = lm.model(input_ids=ids).last_hidden_state  # [B, T, H]
+    w = lm.lm_head.weight  # [V, H]
+    logits = h.float() @ w.float().t() if fp32_head else (h @ w.t()).float()  # [B, T, V] f32
     logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]
     return -logp.mean()
 
@@ -53,7 +59,8 @@ def run_case(kind: str, lm, B: int, T: int, chunk: int, steps: int) -> dict:
 
     policy = PolicyModel(lm, lm_head_fp32=True, chunk_size=chunk)
     opt = torch.optim.AdamW(lm.parameters(), lr=1e-6, betas=(0.9, 0.95), eps=1e-15)
-    fn = (lambda ids: naive_loss(lm, ids)) if kind == "naive" else (lambda ids: ours_loss(policy, ids))
+    fn = ((lambda ids: ours_loss(policy, ids)) if kind == "ours"
+          else (lambda ids: naive_loss(lm, ids, fp32_head=kind == "naive_fp32")))
     g = torch.Generator(device="cuda").manual_seed(T)
     times = []
     torch.cuda.empty_cache()
@@ -93,7 +100,7 @@ def main() -> None:
     ap.add_argument("--shapes", default="8x2048,1x16384,1x32768,1x81920")
     ap.add_argument("--chunk", type=int, default=4096)
     ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--kinds", default="ours,naive")
+    ap.add_argument("--kinds", default="ours,naive_fp32,naive_bf16")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
     lm = build_model()
@@ -106,12 +113,12 @@ def main() -> None:
             rows.append(r)
             print(json.dumps(r), flush=True)
     print(f"\nlearner step, Qwen2.5-0.5B shape, bf16 weights, activation checkpointing, {gpu}")
-    print(f"{'shape':>9} {'kind':>6} {'tok/s':>9} {'peak GiB':>9} {'MFU':>6}")
+    print(f"{'shape':>9} {'kind':>10} {'tok/s':>9} {'peak GiB':>9} {'MFU':>6}")
     for r in rows:
         if r["oom"]:
-            print(f"{r['shape']:>9} {r['kind']:>6} {'OOM':>9}")
+            print(f"{r['shape']:>9} {r['kind']:>10} {'OOM':>9}")
         else:
-            print(f"{r['shape']:>9} {r['kind']:>6} {r['tok_s']:9.0f} {r['peak_gib']:9.1f} {r['mfu']:6.1%}")
+            print(f"{r['shape']:>9} {r['kind']:>10} {r['tok_s']:9.0f} {r['peak_gib']:9.1f} {r['mfu']:6.1%}")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     tag = "h200" if "H200" in gpu else "h100" if "H100" in gpu else "gpu"
     Path(args.out, f"learner_{tag}.json").write_text(json.dumps({"gpu": gpu, "chunk": args.chunk,

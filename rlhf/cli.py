@@ -39,6 +39,12 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_mismatch(args) -> int:
+    from rlhf.mismatch import command
+
+    return command(args)
+
+
 def cmd_build_model(args) -> int:
     from rlhf.models import build_tiny_model
 
@@ -64,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     bm.add_argument("--hidden-size", type=int, default=128)
     bm.add_argument("--num-layers", type=int, default=4)
     bm.set_defaults(fn=cmd_build_model)
+    mm = sub.add_parser("mismatch", help="train/inference mismatch, bf16 vs FP32 head (GPU, vLLM)")
+    mm.add_argument("recipe")
+    mm.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.path=/ckpt")
+    mm.add_argument("--prompts", type=int, default=64)
+    mm.add_argument("--new-tokens", type=int, default=512)
+    mm.add_argument("--out", default=None, help="also write the rows as JSON")
+    mm.set_defaults(fn=cmd_mismatch)
     args = p.parse_args(argv)
     return args.fn(args)
 

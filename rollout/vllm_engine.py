@@ -122,9 +122,10 @@ class VLLMEngine:
                 ids = list(c.token_ids)
                 lps = [float(step[tok].logprob) for tok, step in zip(ids, c.logprobs)]  # [T]
                 reason = "stop" if c.finish_reason == "stop" else "length"
+                engine = {"engine_finish": reason, "engine_tokens": len(ids)}  # before the cut
                 ids, lps, reason = truncate_repetition(ids, lps, reason, sampling.repetition_window,
                                                        sampling.repetition_prob)
-                result.append(Completion(i, ids, lps, reason))
+                result.append(Completion(i, ids, lps, reason, extra=engine))
         return result
 
     # ---- weights -------------------------------------------------------------------------

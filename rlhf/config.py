@@ -99,6 +99,7 @@ class DataConfig(Section):
 class RepetitionStop(Section):
     window: int = Field(3000, ge=0, description="Stop after this many consecutive confident tokens (0: off). M1: 3000.")
     prob: float = Field(0.99, gt=0.0, lt=1.0, description="A token is confident above this probability. M1: 0.99.")
+    decode_time: bool = Field(False, description="vllm: stop loops inside the sampler (a logits processor; measured ~10-30% slower decoding on H100) instead of cutting them from the returned samples.")
 
 
 class LengthWindowConfig(Section):

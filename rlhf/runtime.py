@@ -203,7 +203,8 @@ class Run:
         else:
             engine_opts.update(gpu_memory_utilization=r.rollout.gpu_memory_utilization,
                                max_model_len=r.rollout.max_model_len,
-                               enable_sleep_mode=r.placement.mode == "colocated", seed=r.run.seed)
+                               enable_sleep_mode=r.placement.mode == "colocated", seed=r.run.seed,
+                               repetition_stop=r.rollout.repetition_stop.decode_time)
         rollouts = RolloutGroup(r.rollout.num_workers, r.rollout.engine, self.model_path,
                                 engine_opts, r.rollout.num_cpus, place["rollout_gpus"],
                                 r.rollout.max_restarts, place["pg"], place["rollout_bundles"])

@@ -8,13 +8,14 @@ finish reason, one seed per prompt, one token budget per prompt. Token ids go in
 
 * FP32 LM head: vLLM's ``hf_overrides={"head_dtype": "float32"}`` (bf16 operands, float32
   accumulation and logits), which the learner's chunked head reproduces (rlhf/logprobs.py).
-* M1's repetition stop runs at decode time inside vLLM
+* M1's repetition stop is always applied to the returned raw logprobs
+  (:func:`truncate_repetition`): the sample is cut after the token at which the rule fires and
+  its finish reason is ``repetition``. With ``repetition_stop=True`` it also runs at decode time
   (:class:`rollout.vllm_repetition.RepetitionStopLogitsProcessor` forces EOS after ``window``
-  consecutive tokens with p > ``prob``). Here the stop is read back from the returned raw
-  logprobs (:func:`truncate_repetition`): the sample is cut after the token at which the rule
-  fires, the forced EOS and its logprob are dropped, and the finish reason is ``repetition``.
-  Registering a custom logits processor makes vLLM 0.26 use its V1 model runner instead of V2;
-  ``repetition_stop=False`` keeps V2 and still applies the rule post hoc (no time saved).
+  consecutive tokens with p > ``prob``; the forced EOS is dropped). Off by default: registering a
+  custom logits processor makes vLLM 0.26 use its V1 model runner instead of V2, which measured
+  10-30% slower decoding on an H100 (benchmarks/results/rollout_h100_*_on.json), more than the
+  loops it cuts saved in our runs. Recipe switch: ``rollout.repetition_stop.decode_time``.
 * Weights: ``update_weights`` loads a Hugging Face-named state dict in place, over CUDA IPC
   when the tensors are on this engine's GPU and the engine was built with
   ``weight_transfer="ipc"``, else through ``collective_rpc`` (the tensors travel pickled);
@@ -64,7 +65,7 @@ def _eos_ids(model_path: str) -> list[int]:
 class VLLMEngine:
     def __init__(self, model_path: str, *, dtype: str = "bfloat16", lm_head_fp32: bool = True,
                  gpu_memory_utilization: float = 0.5, max_model_len: int | None = None,
-                 enable_sleep_mode: bool = False, seed: int = 0, repetition_stop: bool = True,
+                 enable_sleep_mode: bool = False, seed: int = 0, repetition_stop: bool = False,
                  weight_transfer: str | None = None, **llm_kwargs):
         # callable RPCs and IPC handles are pickled; the engine process reads this at start
         os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")

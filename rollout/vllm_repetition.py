@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 try:  # vLLM is only on GPU machines; the pure-Python parts are tested without it
@@ -79,7 +80,12 @@ def confident_run_rule(tokens: list[int], top_logprobs: list[float], argmaxes: l
 
 
 class RepetitionStopLogitsProcessor(_Base):  # type: ignore[misc,valid-type]
-    """vLLM v1 logits processor: force EOS after ``window`` consecutive tokens with p > prob."""
+    """vLLM v1 logits processor: force EOS after ``window`` consecutive tokens with p > prob.
+
+    Per-row state lives in numpy arrays indexed by the row of vLLM's persistent batch (moved
+    with the row on batch updates), so one decode step costs a few vectorised operations and
+    two passes over the active rows' logits, not a Python loop with tensor indexing per row.
+    """
 
     @classmethod
     def validate_params(cls, sampling_params) -> None:
@@ -95,8 +101,16 @@ class RepetitionStopLogitsProcessor(_Base):  # type: ignore[misc,valid-type]
     def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool):
         self.device = torch.device(device)
         n = int(vllm_config.scheduler_config.max_num_seqs)
-        self.rows: dict[int, RowState] = {}
-        # double-buffered [2, n] statistics: top logprob and argmax of the last step
+        self.on = np.zeros(n, dtype=bool)  # [n] the rule applies to this row
+        self.window = np.zeros(n, dtype=np.int64)
+        self.log_prob = np.zeros(n, dtype=np.float64)
+        self.eos = np.zeros(n, dtype=np.int64)
+        self.run = np.zeros(n, dtype=np.int64)  # consecutive confident tokens so far
+        self.pending = np.full(n, -1, dtype=np.int64)  # output length the last stats are for
+        self.slot = np.zeros(n, dtype=np.int64)  # where in the pinned buffer they are
+        self.forced = np.zeros(n, dtype=bool)
+        self.out: list[list[int] | None] = [None] * n  # vLLM's live output-token lists
+        # double-buffered statistics of the last step: top logprob and argmax
         self._top = [torch.zeros(n, dtype=torch.float32, pin_memory=is_pin_memory) for _ in range(2)]
         self._arg = [torch.zeros(n, dtype=torch.int64, pin_memory=is_pin_memory) for _ in range(2)]
         self._buf = 0
@@ -106,81 +120,94 @@ class RepetitionStopLogitsProcessor(_Base):  # type: ignore[misc,valid-type]
     def is_argmax_invariant(self) -> bool:
         return False  # forcing EOS changes the argmax
 
-    @staticmethod
-    def _new_row(params, _prompt_ids, output_ids) -> RowState | None:
+    def active_rows(self) -> set[int]:
+        return {int(i) for i in np.flatnonzero(self.on)}
+
+    # ---- batch bookkeeping -------------------------------------------------------------
+    _FIELDS = ("on", "window", "log_prob", "eos", "run", "pending", "slot", "forced")
+
+    def _clear(self, i: int) -> None:
+        self.on[i], self.pending[i], self.out[i] = False, -1, None
+
+    def _add(self, i: int, params, output_ids) -> None:
         args = (getattr(params, "extra_args", None) or {}).get(EXTRA_ARGS_KEY)
-        if not args or int(args["window"]) <= 0:
-            return None
         max_tokens = getattr(params, "max_tokens", None)
-        if max_tokens is not None and max_tokens < int(args["window"]):
-            return None  # can never fire: skip the row entirely
-        return RowState(int(args["window"]), math.log(float(args["prob"])), int(args["eos"]),
-                        output_ids)
+        if not args or int(args["window"]) <= 0 or (max_tokens is not None
+                                                    and max_tokens < int(args["window"])):
+            self._clear(i)  # off, or can never fire: the row costs nothing
+            return
+        self.on[i], self.window[i] = True, int(args["window"])
+        self.log_prob[i], self.eos[i] = math.log(float(args["prob"])), int(args["eos"])
+        self.run[i], self.pending[i], self.forced[i] = 0, -1, False
+        self.out[i] = output_ids
+
+    def _move(self, a: int, b: int, swap: bool) -> None:
+        for name in self._FIELDS:
+            arr = getattr(self, name)
+            arr[a], arr[b] = (arr[b], arr[a]) if swap else (arr[a], arr[a])
+        self.out[a], self.out[b] = (self.out[b], self.out[a]) if swap else (None, self.out[a])
+        if not swap:
+            self._clear(a)
 
     def update_state(self, batch_update) -> None:
         if not batch_update:
             return
-        for index in batch_update.removed:  # order: removed, added, moved
-            self.rows.pop(index, None)
-        for index, params, prompt_ids, output_ids in batch_update.added:
-            state = self._new_row(params, prompt_ids, output_ids)
-            if state is None:
-                self.rows.pop(index, None)
-            else:
-                self.rows[index] = state
+        for i in batch_update.removed:  # order: removed, added, moved
+            self._clear(i)
+        for i, params, _prompt_ids, output_ids in batch_update.added:
+            self._add(i, params, output_ids)
         for a, b, direction in batch_update.moved:
-            sa, sb = self.rows.pop(a, None), self.rows.pop(b, None)
-            if sa is not None:
-                self.rows[b] = sa
-            if sb is not None and getattr(direction, "name", str(direction)) == "SWAP":
-                self.rows[a] = sb
+            self._move(a, b, getattr(direction, "name", str(direction)) == "SWAP")
 
-    def _settle(self) -> list[int]:
-        """Fold last step's statistics into each row; the rows that must stop now."""
+    # ---- one decode step -----------------------------------------------------------------
+    def _settle(self, rows: np.ndarray) -> np.ndarray:
+        """Fold last step's statistics into the run counts; the rows that must stop now."""
+        pend = rows[self.pending[rows] >= 0]
+        if pend.size == 0:
+            return pend
         if self._event is not None:
             self._event.synchronize()  # already done: vLLM waited for later work on the stream
-        top, arg = self._top[self._buf], self._arg[self._buf]
-        force = []
-        for index, st in self.rows.items():
-            if st.pending_len is not None and len(st.output_ids) == st.pending_len:
-                token = st.output_ids[-1]
-                if token >= 0 and st.observe(token, float(top[st.pending_slot]),
-                                             int(arg[st.pending_slot])):
-                    force.append(index)
-            st.pending_len = st.pending_slot = None
-        return force
+        lens = np.fromiter((len(self.out[i]) for i in pend), np.int64, pend.size)
+        got = pend[lens == self.pending[pend]]  # else the sample was discarded (partial prefill)
+        self.pending[pend] = -1
+        if got.size == 0:
+            return got
+        last = np.fromiter((self.out[i][-1] for i in got), np.int64, got.size)  # x_{t-1}
+        s = self.slot[got]
+        top = self._top[self._buf].numpy()[s].astype(np.float64)
+        arg = self._arg[self._buf].numpy()[s]
+        confident = (top > self.log_prob[got]) & (arg == last)
+        self.run[got] = np.where(confident, self.run[got] + 1, 0)
+        return got[(self.run[got] >= self.window[got]) & ~self.forced[got]]
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:  # [B, V] float32
-        if not self.rows:
+        B = logits.shape[0]
+        rows = np.flatnonzero(self.on[:B])
+        if rows.size == 0:
             return logits
-        force = self._settle()
-        if force:
-            idx = torch.tensor(force, dtype=torch.long).to(self.device, non_blocking=True)
-            eos = torch.tensor([self.rows[i].eos for i in force], dtype=torch.long
-                               ).to(self.device, non_blocking=True)
+        force = self._settle(rows)
+        if force.size:
+            idx = torch.from_numpy(force).to(self.device, non_blocking=True)
+            eos = torch.from_numpy(self.eos[force]).to(self.device, non_blocking=True)
             logits.index_fill_(0, idx, float("-inf"))
             logits[idx, eos] = 0.0
-            for i in force:
-                self.rows[i].forced = True
-            self.forced_total += len(force)
-        # statistics of this step, for the rows still counting
-        live = sorted(i for i, st in self.rows.items() if not st.forced and i < logits.shape[0])
-        if not live:
+            self.forced[force] = True
+            self.forced_total += int(force.size)
+        live = rows[~self.forced[rows]]  # rows still counting: statistics of this step
+        if live.size == 0:
             return logits
-        if len(live) == logits.shape[0]:  # every row: no gather
+        if live.size == B:  # every row: no gather
             sel = logits
         else:
-            rows_t = torch.tensor(live, dtype=torch.long).to(self.device, non_blocking=True)
-            sel = logits.index_select(0, rows_t)  # [k, V]
+            sel = logits.index_select(0, torch.from_numpy(live).to(self.device, non_blocking=True))
         top, arg = sel.max(dim=-1)  # [k]
         top_logprob = top - torch.logsumexp(sel, dim=-1)  # [k]
         self._buf ^= 1
-        k = len(live)
+        k = int(live.size)
         self._top[self._buf][:k].copy_(top_logprob, non_blocking=True)
         self._arg[self._buf][:k].copy_(arg, non_blocking=True)
         if self._event is not None:
             self._event.record()
-        for slot, i in enumerate(live):
-            st = self.rows[i]
-            st.pending_len, st.pending_slot = len(st.output_ids) + 1, slot
+        self.pending[live] = np.fromiter((len(self.out[i]) for i in live), np.int64, k) + 1
+        self.slot[live] = np.arange(k)
         return logits

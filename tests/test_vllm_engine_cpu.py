@@ -133,28 +133,28 @@ def test_processor_follows_moves_removals_and_discarded_samples():
     a, b, c = [], [], []
     proc.update_state(_update(3, added=[(0, _params(window), None, a), (1, _params(window), None, b),
                                         (2, _params(window, on=False), None, c)]))
-    assert set(proc.rows) == {0, 1}  # row 2 did not ask for the rule
+    assert proc.active_rows() == {0, 1}  # row 2 did not ask for the rule
     confident = torch.full((3, V), -20.0)
     confident[:, 2] = 20.0
     # two confident tokens each, then rows 0 and 1 swap places; row 0 (now at 1) loses a sample
     # to a partial prefill, which must not break its run
     _decode(proc, [a, b, c], 2, lambda t: confident, gen)
     proc.update_state(_update(3, moved=[(0, 1, SimpleNamespace(name="SWAP"))]))
-    assert proc.rows[1].output_ids is a and proc.rows[0].output_ids is b
+    assert proc.out[1] is a and proc.out[0] is b
     _, forced = _decode(proc, [b, a, c], 3, lambda t: confident, gen,
                         discard=lambda t, row: t == 0 and row == 1)
     assert len(b) == 3 and forced[0] == 3  # b: 3 confident tokens, then EOS
     assert len(a) == 3 and forced[1] == 3  # a: a discarded sample did not count
     assert forced[2] is None and len(c) == 5  # c never stops
-    proc.update_state(_update(1, removed=[1, 2]))
-    assert set(proc.rows) == {0}
+    proc.update_state(_update(2, removed=[2], moved=[(1, 0, SimpleNamespace(name="UNIDIRECTIONAL"))]))
+    assert proc.active_rows() == {0} and proc.out[0] is a and proc.run[0] == 3
 
 
 def test_processor_skips_rows_that_cannot_fire_and_validates():
     proc = _proc()
     proc.update_state(_update(2, added=[(0, _params(100, max_tokens=50), None, []),
                                         (1, _params(0), None, [])]))
-    assert not proc.rows
+    assert not proc.active_rows()
     logits = torch.randn(2, 5)
     assert proc.apply(logits) is logits
     RepetitionStopLogitsProcessor.validate_params(_params(10, prob=0.5))

@@ -28,7 +28,6 @@ Shapes: ``B`` rows of vLLM's persistent batch, ``V`` vocabulary.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -46,35 +45,15 @@ def repetition_args(window: int, prob: float, eos: int) -> dict:
     return {EXTRA_ARGS_KEY: {"window": int(window), "prob": float(prob), "eos": int(eos)}}
 
 
-@dataclass
-class RowState:
-    """One request's run of confident tokens, and the statistics of its last decode step."""
-
-    window: int
-    log_prob: float  # log of the threshold
-    eos: int
-    output_ids: list  # vLLM's running output-token list (a live reference)
-    run: int = 0
-    # statistics of the step that sampled token number ``pending_len`` (None: nothing pending)
-    pending_len: int | None = None
-    pending_slot: int | None = None  # row of the pinned buffer that holds them
-    forced: bool = field(default=False)
-
-    def observe(self, token: int, top_logprob: float, argmax: int) -> bool:
-        """Fold in one sampled token; True once the run has reached ``window``."""
-        confident = top_logprob > self.log_prob and token == argmax
-        self.run = self.run + 1 if confident else 0
-        return self.run >= self.window
-
-
 def confident_run_rule(tokens: list[int], top_logprobs: list[float], argmaxes: list[int],
                        window: int, prob: float) -> int | None:
     """Plain-loop reference of the per-step rule: the index of the token after which EOS is
     forced (None if never). Equal to :func:`rollout.repetition.first_repetition_stop` on the
     sampled tokens' own logprobs whenever ``prob >= 0.5``."""
-    state = RowState(window, math.log(prob), eos=-1, output_ids=[])
+    log_prob, run = math.log(prob), 0
     for i, (tok, lp, am) in enumerate(zip(tokens, top_logprobs, argmaxes)):
-        if state.observe(tok, lp, am):
+        run = run + 1 if (lp > log_prob and tok == am) else 0
+        if run >= window:
             return i
     return None
 

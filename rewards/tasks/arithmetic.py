@@ -17,8 +17,7 @@ import random
 import re
 
 from rewards.base import BaseVerifier, RewardResult, register_verifier
-from rewards.extract import last_boxed
-from rewards.tasks.common import seeded_generate
+from rewards.tasks.common import boxed_answer, seeded_generate
 
 PROMPT = "Compute {expr}.\n"
 _INT = re.compile(r"-?\d+")
@@ -82,12 +81,9 @@ class ArithmeticVerifier(BaseVerifier):
         self.require_think = require_think
 
     def score(self, response: str, task: dict) -> RewardResult:
-        if self.require_think and "</think>" not in response:
-            return RewardResult(0.0, False, {"reason": "no </think>"})
-        tail = response.split("</think>")[-1] if self.require_think else response
-        got = last_boxed(tail)
+        got, why_not = boxed_answer(response, self.require_think)
         if got is None:
-            return RewardResult(0.0, False, {"reason": "no boxed answer"})
+            return why_not
         got = got.strip()
         if not _INT.fullmatch(got):
             return RewardResult(0.0, False, {"reason": "not an integer", "extracted": got[:64]})

@@ -22,8 +22,7 @@ from collections import Counter
 from fractions import Fraction
 
 from rewards.base import BaseVerifier, RewardResult, register_verifier
-from rewards.extract import last_boxed, strip_think
-from rewards.tasks.common import seeded_generate
+from rewards.tasks.common import boxed_answer, seeded_generate
 
 PROMPT = ("Using the numbers {nums} (each at most once) and + - * /, make {target}. "
           "Show your reasoning, then give the expression in \\boxed{{}}.\n")
@@ -229,12 +228,9 @@ class CountdownVerifier(BaseVerifier):
         self.require_think = require_think
 
     def score(self, response: str, task: dict) -> RewardResult:
-        body = strip_think(response, require_close=self.require_think)
-        if body is None:
-            return RewardResult(0.0, False, {"reason": "no </think>"})
-        expr = last_boxed(body)
-        if not expr:
-            return RewardResult(0.0, False, {"reason": "no boxed expression"})
+        expr, why_not = boxed_answer(response, self.require_think)
+        if expr is None:
+            return why_not
         expr = expr.split("=")[0]  # "3*7+25 = 46" -> the left side
         try:
             value, used = evaluate(expr)

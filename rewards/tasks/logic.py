@@ -20,8 +20,7 @@ import random
 import re
 
 from rewards.base import BaseVerifier, RewardResult, register_verifier
-from rewards.extract import last_boxed, strip_think
-from rewards.tasks.common import seeded_generate
+from rewards.tasks.common import boxed_answer, seeded_generate
 
 NAMES = "ABCDEFGH"
 _WORDS = {3: "Three", 4: "Four", 5: "Five", 6: "Six", 7: "Seven", 8: "Eight"}
@@ -172,12 +171,9 @@ class LogicVerifier(BaseVerifier):
         self.require_think = require_think
 
     def score(self, response: str, task: dict) -> RewardResult:
-        body = strip_think(response, require_close=self.require_think)
-        if body is None:
-            return RewardResult(0.0, False, {"reason": "no </think>"})
-        boxed = last_boxed(body)
+        boxed, why_not = boxed_answer(response, self.require_think)
         if boxed is None:
-            return RewardResult(0.0, False, {"reason": "no boxed answer"})
+            return why_not
         boxed = re.sub(r"\\text\{([^{}]*)\}", r"\1", boxed)
         order = [w.upper() for w in _NAME_RE.findall(boxed)]
         names = list(task["names"])

@@ -12,7 +12,8 @@ Steps (``--steps``, comma list):
   throughput  raw ``vllm.LLM.generate`` (TokensPrompt, logprobs=0, per-request seed, ignore_eos)
               vs ``VLLMEngine.generate`` on the same engine and prompts, with the repetition rule
               active (window = min(3000, new/2), p 0.99: it never fires on this model at T=1)
-              and off; 256 x 1,024 and 32 x 4,096 new tokens (``--long``: 1 x 40,000 too).
+              and off; 256 x 1,024 and 32 x 4,096 new tokens by default (``--shapes``);
+              ``--long``: 32 x 8,192 and 4 x 40,000 (rule on only: off is the same decode).
   repetition  the degenerate model (weights swapped in with update_weights), greedy, 16 x 2,048,
               window 256: finish reasons, lengths and time with the rule on vs off.
   sync        update_weights with a full bf16 state dict: on the engine's GPU (IPC when the
@@ -95,18 +96,26 @@ def time_ours(engine, batch, new_tokens, window, temperature=1.0) -> dict:
             "len_min": lens[0], "len_max": lens[-1], "window": window}
 
 
-def step_throughput(engine, res, long: bool) -> None:
+def parse_shapes(text: str) -> list[tuple[int, int, int]]:
+    """``"256x128x1024,32x256x8192"`` -> [(prompts, prompt tokens, new tokens), ...]."""
+    try:
+        return [tuple(int(x) for x in part.split("x")) for part in text.split(",")]  # type: ignore[misc]
+    except ValueError:
+        raise SystemExit(f"--shapes: expected PROMPTSxPROMPT_LENxNEW_TOKENS[,...], got {text!r}")
+
+
+def step_throughput(engine, res, shapes, rule_off: bool) -> None:
     time_raw(engine.llm, prompts(8, 32, 0), 16)  # JIT of the logprob / sampling kernels
     time_ours(engine, prompts(8, 32, 0), 16, 8)
-    shapes = [(256, 128, 1024), (32, 256, 4096)] + ([(1, 64, 40000)] if long else [])
     for n, plen, new in shapes:
         batch = prompts(n, plen, n)
         window = min(3000, new // 2)
         row = {"shape": f"{n}x{plen}->{new}", "raw": time_raw(engine.llm, batch, new),
-               "ours_rep": time_ours(engine, batch, new, window),
-               "ours_norep": time_ours(engine, batch, new, 0)}
+               "ours_rep": time_ours(engine, batch, new, window)}
         row["ratio_rep"] = row["ours_rep"]["tok_s"] / row["raw"]["tok_s"]
-        row["ratio_norep"] = row["ours_norep"]["tok_s"] / row["raw"]["tok_s"]
+        if rule_off:  # the same decode with the post-hoc cut skipped
+            row["ours_norep"] = time_ours(engine, batch, new, 0)
+            row["ratio_norep"] = row["ours_norep"]["tok_s"] / row["raw"]["tok_s"]
         res["throughput"].append(row)
         print(json.dumps(row), flush=True)
 
@@ -179,7 +188,11 @@ def main() -> None:
     ap.add_argument("--processor", choices=["on", "off"], default="on",
                     help="register the decode-time repetition stop (on: vLLM's V1 model runner)")
     ap.add_argument("--steps", default="throughput,repetition,sync,sleep,mismatch")
-    ap.add_argument("--long", action="store_true", help="add 1 x 40,000 new tokens")
+    ap.add_argument("--shapes", default="256x128x1024,32x256x4096",
+                    help="throughput batches, PROMPTSxPROMPT_LENxNEW_TOKENS[,...]")
+    ap.add_argument("--long", action="store_true",
+                    help="long traces instead: 32 x 8,192 and 4 x 40,000 new tokens (rule on only)")
+    ap.add_argument("--tag", default="", help="suffix of the result file name")
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.5)
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
@@ -188,10 +201,11 @@ def main() -> None:
 
     model = build_model(MODEL_DIR)
     steps = args.steps.split(",")
+    shapes = parse_shapes("32x256x8192,4x256x40000" if args.long else args.shapes)
     t0 = time.perf_counter()
     engine = VLLMEngine(model, dtype="bfloat16", lm_head_fp32=args.head == "fp32",
                         gpu_memory_utilization=args.gpu_memory_utilization,
-                        max_model_len=40960 + 128 if args.long else 8192,
+                        max_model_len=max(p + n for _, p, n in shapes) + 16,
                         enable_sleep_mode="sleep" in steps, repetition_stop=args.processor == "on",
                         weight_transfer="ipc", skip_tokenizer_init=True)
     gpu = torch.cuda.get_device_name()
@@ -201,7 +215,7 @@ def main() -> None:
     for step in steps:
         try:
             if step == "throughput":
-                step_throughput(engine, res, args.long)
+                step_throughput(engine, res, shapes, rule_off=not args.long)
             elif step == "repetition":
                 step_repetition(engine, model, res)
             elif step == "sync":
@@ -218,14 +232,15 @@ def main() -> None:
             print(f"step {step} failed: {exc!r}", flush=True)
         tag = "h200" if "H200" in gpu else "h100" if "H100" in gpu else "gpu"
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        Path(args.out, f"rollout_{tag}_{args.head}_{args.processor}.json").write_text(
+        Path(args.out, f"rollout_{tag}_{args.head}_{args.processor}{args.tag}.json").write_text(
             json.dumps(res, indent=2))
     print(f"\nvLLM rollout, Qwen2.5-0.5B shape, {args.head} head, repetition processor "
           f"{args.processor}, {gpu}; engine start {res['engine_start_s']:.0f} s")
     for r in res["throughput"]:
+        off = (f" | ours, rule off {r['ours_norep']['tok_s']:7.0f} ({r['ratio_norep']:.1%})"
+               if "ours_norep" in r else "")
         print(f"{r['shape']:>16}: raw {r['raw']['tok_s']:7.0f} tok/s | ours, rule on "
-              f"{r['ours_rep']['tok_s']:7.0f} ({r['ratio_rep']:.1%}) | ours, rule off "
-              f"{r['ours_norep']['tok_s']:7.0f} ({r['ratio_norep']:.1%})")
+              f"{r['ours_rep']['tok_s']:7.0f} ({r['ratio_rep']:.1%}){off}")
     if "repetition" in res:
         r = res["repetition"]
         print(f"degenerate model, greedy 16 x 2048, window 256: rule on {r['rule_on']['finish']} "

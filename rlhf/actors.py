@@ -73,6 +73,13 @@ class LearnerGroup:
         ray.get(refs[1:])
         return refs[0]
 
+    def weight_meta(self, dtype: str | None) -> dict[str, list]:
+        return self._all("weight_meta", dtype)[0]
+
+    def send_weights_ipc(self, engines: list, dtype: str | None, version: int) -> float:
+        """CUDA IPC transfer to engines on the learners' GPUs; rank 0's gather seconds."""
+        return self._all("send_weights_ipc", engines, dtype, version)[0]
+
     def save(self, path: str, extra: dict | None = None) -> None:
         self._all("save", path, extra)
 
@@ -118,6 +125,9 @@ class RolloutGroup:
         self.actors = [self._spawn(w) for w in range(n)]
         self.restarts = 0
         self._weights: tuple[ray.ObjectRef, int] | None = None
+        # How a restarted worker gets the current weights: the run's weight sync sets this;
+        # without one, the last object-store copy pushed through ``update_weights``.
+        self.restore = None
         ray.get([a.ping.remote() for a in self.actors])
 
     def _spawn(self, w: int):
@@ -172,7 +182,9 @@ class RolloutGroup:
             pass
         self.actors[w] = self._spawn(w)
         self.restarts += 1
-        if self._weights is not None:
+        if self.restore is not None:
+            self.restore(w)
+        elif self._weights is not None:
             ref, version = self._weights
             ray.get(self.actors[w].update_weights.remote(ref, version))
 

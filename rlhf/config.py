@@ -43,6 +43,8 @@ class BuildModel(Section):
     num_kv_heads: int = Field(2, ge=1, description="Key/value heads.")
     intermediate_size: int | None = Field(None, description="MLP size (default 3 x hidden).")
     tie_word_embeddings: bool = Field(False, description="Tie the LM head to the embeddings.")
+    vocab_size: int | None = Field(None, ge=1, description="Embedding rows (default: the tokenizer's 262); larger pads the vocabulary, e.g. 151936 for the Qwen2.5 shape. Ids past the tokenizer decode to nothing.")
+    max_position_embeddings: int = Field(2048, ge=16, description="Longest context (prompt + response) the model takes.")
     seed: int = Field(0, description="Initialisation seed.")
 
 
@@ -121,7 +123,7 @@ class RolloutConfig(Section):
     repetition_stop: RepetitionStop = Field(default_factory=RepetitionStop, description="M1's early truncation of repetitive generations.")
     max_batch_rows: int = Field(256, ge=1, description="hf engine: rows decoded together.")
     gpu_memory_utilization: float = Field(0.5, gt=0.0, le=1.0, description="vllm: KV-cache share of the GPU.")
-    max_model_len: int | None = Field(None, ge=16, description="vllm: context length (default prompt + max_new_tokens).")
+    max_model_len: int | None = Field(None, ge=16, description="vllm: context length (default: the longest prompt in the data + max_new_tokens, which covers the largest length window).")
     eval_temperature: float = Field(0.0, ge=0.0, description="Temperature for evaluation (0: greedy).")
     eval_samples: int = Field(1, ge=1, description="Samples per held-out prompt; the pass rate averages over them.")
     num_cpus: float = Field(1.0, gt=0.0, description="Ray CPUs per rollout actor.")
@@ -215,6 +217,7 @@ class PlacementConfig(Section):
     mode: Literal["local", "separate", "colocated"] = Field("local", description="local: CPU actors; separate: learners and engines on different GPUs; colocated: shared GPUs, engines sleep while learners train.")
     learner_gpus: float = Field(1.0, ge=0.0, description="GPUs per learner actor (separate; colocated shares one GPU per learner/engine pair).")
     rollout_gpus: float = Field(1.0, ge=0.0, description="GPUs per rollout actor (separate).")
+    weight_sync: Literal["auto", "object_store", "ipc", "nccl"] = Field("auto", description="Learner -> engine transport. auto: CUDA IPC when colocated, NCCL bucketed broadcast when separate (vllm), the object store otherwise.")
 
 
 class Recipe(Section):
@@ -238,6 +241,27 @@ class Recipe(Section):
         if isinstance(data, dict) and isinstance(data.get("loss"), dict) and "type" not in data["loss"]:
             data = {**data, "loss": {"type": "cispo", **data["loss"]}}
         return data
+
+    @model_validator(mode="after")
+    def _lengths_fit(self):
+        ro = self.rollout
+        longest = max(ro.length_windows.windows) if ro.length_windows else ro.max_new_tokens
+        if ro.length_windows and longest > ro.max_new_tokens:
+            raise ValueError(f"rollout.length_windows.windows go up to {longest} tokens but "
+                             f"rollout.max_new_tokens is {ro.max_new_tokens}; set it to the largest window")
+        if ro.max_model_len is not None and ro.max_model_len <= longest:
+            raise ValueError(f"rollout.max_model_len={ro.max_model_len} leaves no room for a prompt "
+                             f"and {longest} new tokens (the largest window)")
+        return self
+
+    @model_validator(mode="after")
+    def _sync_fits_placement(self):
+        ws, mode = self.placement.weight_sync, self.placement.mode
+        need = {"ipc": "colocated", "nccl": "separate"}.get(ws)
+        if need and (mode != need or self.rollout.engine != "vllm"):
+            raise ValueError(f"placement.weight_sync={ws} needs placement.mode={need} and "
+                             f"rollout.engine=vllm (got mode={mode}, engine={self.rollout.engine})")
+        return self
 
 
 # ---------------------------------------------------------------------------------------

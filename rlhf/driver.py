@@ -36,13 +36,15 @@ def train(recipe: Recipe, address: str | None = None) -> dict:
                                              sampling.max_tokens)
             batch_m.update(run.advance_windows(completions, batch_m))
             t_score = time.perf_counter()
-            with run.engines_asleep():
+            with run.engines_asleep() as sleep_m:
                 train_m = run.learners.train(samples, recipe.train.mini_batches) if samples else {}
             t_train = time.perf_counter()
-            sync_s = run.push_weights()
-            metrics = {**batch_m, **score_m, **train_m, "time/generate": t_gen - t0,
+            sync_m = run.push_weights()
+            metrics = {**batch_m, **score_m, **train_m, **sleep_m, **sync_m,
+                       "rollout/tokens_per_s": batch_m["rollout/tokens"] / (t_gen - t0),
+                       "time/generate": t_gen - t0,
                        "time/score+adv": t_score - t_gen, "time/train_total": t_train - t_score,
-                       "time/weight_sync": sync_s, "time/step": time.perf_counter() - t0}
+                       "time/step": time.perf_counter() - t0}
             run.log_step(step + 1, metrics)
             bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}",
                             pass_rate=f"{metrics['pass_rate']:.3f}")

@@ -138,6 +138,9 @@ class LearnerWorker:
         self.version += 1
         metrics["policy_version"] = self.version
         metrics["time/train"] = time.perf_counter() - t0
+        if self.device.type == "cuda":  # hand cached activation memory back (colocated engines)
+            torch.cuda.empty_cache()
+            metrics["memory/learner_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         return metrics
 
     def _check_staleness(self, samples: list[TrainSample]) -> None:
@@ -227,6 +230,79 @@ class LearnerWorker:
         if dtype:
             sd = {k: v.to(getattr(torch, dtype)) for k, v in sd.items()}
         return sd
+
+    # ---- weight sync to the engines on GPU (rlhf/weight_sync.py) -----------------------
+    def _gpu_weights(self, dtype: str | None) -> dict[str, torch.Tensor]:
+        """Full Hugging Face-named weights on this rank's GPU (every rank gets all of them;
+        the gather is collective), LoRA merged, cast to the engines' dtype."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        sd = get_model_state_dict(self.policy, options=StateDictOptions(full_state_dict=True))
+        sd = _hf_names({k: v.full_tensor() if hasattr(v, "full_tensor") else v
+                        for k, v in sd.items()}, self.model_cfg.lora)
+        cast = getattr(torch, dtype) if dtype else None
+        return {k: (v.to(cast) if cast else v).contiguous() for k, v in sd.items()}
+
+    def weight_meta(self, dtype: str | None) -> dict[str, list]:
+        """Names, dtypes and shapes of the synced weights (what an NCCL receiver allocates)."""
+        sd = self._gpu_weights(dtype)
+        return {"names": list(sd), "dtype_names": [str(v.dtype).removeprefix("torch.") for v in sd.values()],
+                "shapes": [list(v.shape) for v in sd.values()]}
+
+    def endpoint(self) -> tuple[str, int]:
+        """This node's address and a free port on it (a rendezvous for the engines)."""
+        import socket
+
+        import ray
+
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return ray.util.get_node_ip_address(), s.getsockname()[1]
+
+    def init_weight_broadcast(self, master_address: str, master_port: int, world_size: int) -> None:
+        """Rank 0 joins an NCCL group with the engines (rank 0 of it; engines follow)."""
+        if self.rank != 0:
+            return
+        from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
+
+        self._bcast_group = NCCLWeightTransferEngine.trainer_init(
+            {"master_address": master_address, "master_port": master_port, "world_size": world_size})
+
+    def broadcast_weights(self, dtype: str | None, bucket_bytes: int) -> float:
+        """Bucketed NCCL broadcast of the full weights from rank 0 to every engine (which must
+        be receiving concurrently); seconds spent in the gather."""
+        t0 = time.perf_counter()
+        sd = self._gpu_weights(dtype)
+        gather_s = time.perf_counter() - t0
+        if self.rank == 0:
+            from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
+
+            NCCLWeightTransferEngine.trainer_send_weights(
+                iter(sd.items()), {"group": self._bcast_group, "packed": True,
+                                   "packed_buffer_size_bytes": bucket_bytes})
+            torch.cuda.synchronize()
+        return gather_s
+
+    def send_weights_ipc(self, engines: list, dtype: str | None, version: int) -> float:
+        """CUDA IPC handles of the full weights on this GPU to the engines sharing it: every
+        rank exports its copy, the handles are merged by GPU UUID, rank 0 calls each engine,
+        which maps the memory and loads it in place. The tensors live until the call returns."""
+        import ray
+        from vllm.distributed.weight_transfer.ipc_engine import IPCWeightTransferEngine
+
+        t0 = time.perf_counter()
+        sd = self._gpu_weights(dtype)
+        gather_s = time.perf_counter() - t0
+
+        def send(info) -> None:
+            from dataclasses import asdict
+
+            ray.get([e.receive_weights.remote(asdict(info), version) for e in engines])
+
+        IPCWeightTransferEngine.trainer_send_weights(iter(sd.items()), {"send_mode": send})
+        del sd
+        torch.cuda.empty_cache()
+        return gather_s
 
     def save(self, path: str, extra: dict | None = None) -> None:
         """Write model + optimizer + scheduler + RNG to ``path/learner.pt`` (rank 0)."""

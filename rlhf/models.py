@@ -51,14 +51,17 @@ def qwen2_config(vocab_size: int, hidden_size: int = 128, num_layers: int = 4,
 def build_tiny_model(out_dir: str | Path, *, seed: int = 0, hidden_size: int = 128,
                      num_layers: int = 4, num_heads: int = 4, num_kv_heads: int = 2,
                      intermediate_size: int | None = None, max_position_embeddings: int = 2048,
-                     tie_word_embeddings: bool = False) -> Path:
+                     tie_word_embeddings: bool = False, vocab_size: int | None = None) -> Path:
     """Write a random small Qwen2 model and the char tokenizer to ``out_dir``; return it."""
     from transformers import AutoModelForCausalLM
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok = build_char_tokenizer()
-    cfg = qwen2_config(len(tok), hidden_size, num_layers, num_heads, num_kv_heads,
+    if vocab_size is not None and vocab_size < len(tok):
+        raise ValueError(f"model.build.vocab_size={vocab_size} is smaller than the tokenizer's "
+                         f"{len(tok)} tokens")
+    cfg = qwen2_config(vocab_size or len(tok), hidden_size, num_layers, num_heads, num_kv_heads,
                        intermediate_size, max_position_embeddings, tie_word_embeddings,
                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                        pad_token_id=tok.pad_token_id)

@@ -25,10 +25,13 @@ from rlhf.data import PromptStream, load_source, tokenize_prompts
 from rlhf.learner import cosine_lr
 from rlhf.metrics import MetricsWriter, percentile, plot_metrics
 from rlhf.scoring import Scorer
+from rlhf.weight_sync import make_weight_sync, pick_transport
 from rlhf.windows import LengthWindows, generated_perplexity
 from rollout.base import Completion, SamplingConfig
 
 log = logging.getLogger(__name__)
+# settings every actor must see, also on a cluster (e.g. NCCL_NVLS_ENABLE=0, HF_HUB_OFFLINE=1)
+_PASSED_ENV = ("NCCL_", "VLLM_", "HF_", "TRANSFORMERS_", "TORCH_", "NVSHMEM_", "CUDA_LAUNCH")
 
 
 @dataclass
@@ -73,6 +76,8 @@ def build_samples(recipe: Recipe, batch: Batch, completions: list[Completion], r
         "response_len/mean": float(lengths.float().mean()),
         "response_len/p99": percentile(lengths.tolist(), 99),
         "response_len/max": int(lengths.max()),
+        # tokens the engines decoded (before a post-hoc repetition cut), for throughput
+        "rollout/tokens": sum(c.extra.get("engine_tokens", len(c.token_ids)) for c in completions),
         "groups/informative_frac": float(informative_groups(scores, G).float().mean()),
         "samples/trained": len(samples),
         "verifier/errors": sum(1 for r in rewards if _failed(r)),
@@ -156,6 +161,10 @@ class Run:
         self.windows = LengthWindows(**lw.model_dump()) if lw else None
         self._start_ray()
         self.learners, self.rollouts = self._start_roles()
+        self.sync = make_weight_sync(self.transport, self.learners, self.rollouts,
+                                     "bfloat16" if r.model.dtype == "bfloat16" else None)
+        if self.transport != "object_store":
+            self.rollouts.restore = self.sync.restore
         self.version = 0
         self._resume()
         self.metrics = MetricsWriter(self.dir / "metrics.jsonl", truncate_after=self.start_step)
@@ -177,7 +186,8 @@ class Run:
 
         if ray.is_initialized():
             return
-        env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}}
+        passed = {k: v for k, v in os.environ.items() if k.startswith(_PASSED_ENV)}
+        env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore", **passed}}
         if self.address:
             ray.init(address=self.address, runtime_env=env, log_to_driver=True)
             return
@@ -198,29 +208,43 @@ class Run:
                                 place["learner_gpus"], place["pg"], name=f"m1rl-{r.run.name}",
                                 bundles=place["learner_bundles"])
         engine_opts = {"dtype": r.model.dtype, "lm_head_fp32": r.precision.lm_head_fp32}
+        self.transport = pick_transport(r.rollout.engine, r.placement.mode, r.placement.weight_sync)
         if r.rollout.engine == "hf":
             engine_opts["max_batch_rows"] = r.rollout.max_batch_rows
         else:
             engine_opts.update(gpu_memory_utilization=r.rollout.gpu_memory_utilization,
-                               max_model_len=r.rollout.max_model_len,
+                               max_model_len=r.rollout.max_model_len or self._context_len(),
                                enable_sleep_mode=r.placement.mode == "colocated", seed=r.run.seed,
-                               repetition_stop=r.rollout.repetition_stop.decode_time)
+                               repetition_stop=r.rollout.repetition_stop.decode_time,
+                               weight_transfer=None if self.transport == "object_store" else self.transport)
         rollouts = RolloutGroup(r.rollout.num_workers, r.rollout.engine, self.model_path,
                                 engine_opts, r.rollout.num_cpus, place["rollout_gpus"],
                                 r.rollout.max_restarts, place["pg"], place["rollout_bundles"])
         return learners, rollouts
 
+    def _context_len(self) -> int:
+        """Longest prompt in the data + the response budget (the largest length window)."""
+        longest = max(len(ids) for ds in (self.train_ds, self.eval_ds) if ds is not None
+                      for ids in ds["prompt_ids"])
+        return longest + self.recipe.rollout.max_new_tokens
+
     @contextlib.contextmanager
     def engines_asleep(self):
-        """Colocated placement: engines free their GPU memory while the learners train."""
+        """Colocated placement: engines free their GPU memory while the learners train. Yields
+        a dict that receives the sleep and wake-up times."""
+        times: dict[str, float] = {}
         if self.recipe.placement.mode != "colocated":
-            yield
+            yield times
             return
+        t0 = time.perf_counter()
         self.rollouts.sleep()
+        times["time/engine_sleep"] = time.perf_counter() - t0
         try:
-            yield
+            yield times
         finally:
+            t0 = time.perf_counter()
             self.rollouts.wake_up()
+            times["time/engine_wake"] = time.perf_counter() - t0
 
     # ---- loop pieces -------------------------------------------------------------------
     def step_sampling(self) -> SamplingConfig:
@@ -241,13 +265,11 @@ class Run:
         tasks = [dict(row) for row in rows]
         return Batch(idx, tasks, [t.pop("prompt_ids") for t in tasks])
 
-    def push_weights(self, bump: bool = True) -> float:
-        """Learner weights -> every engine; ``bump`` counts a new policy version."""
-        t0 = time.perf_counter()
+    def push_weights(self, bump: bool = True) -> dict[str, float]:
+        """Learner weights -> every engine (rlhf/weight_sync.py); ``bump`` counts a new policy
+        version. Returns the sync timings."""
         self.version += int(bump)
-        dtype = "bfloat16" if self.recipe.model.dtype == "bfloat16" else None
-        self.rollouts.update_weights(self.learners.export_weights_ref(dtype), self.version)
-        return time.perf_counter() - t0
+        return self.sync.push(self.version)
 
     def log_step(self, step: int, metrics: dict) -> None:
         self.metrics.log({"kind": "train", "step": step, **metrics})

@@ -18,8 +18,10 @@ finish reason, one seed per prompt, one token budget per prompt. Token ids go in
   loops it cuts saved in our runs. Recipe switch: ``rollout.repetition_stop.decode_time``.
 * Weights: ``update_weights`` loads a Hugging Face-named state dict in place, over CUDA IPC
   when the tensors are on this engine's GPU and the engine was built with
-  ``weight_transfer="ipc"``, else through ``collective_rpc`` (the tensors travel pickled);
-  then the prefix cache, whose KV came from the old weights, is dropped.
+  ``weight_transfer="ipc"``, else through ``collective_rpc`` (the tensors travel pickled).
+  ``receive_weights`` takes one transfer sent by a learner in another process (CUDA IPC handles,
+  or an NCCL bucketed broadcast after ``init_weight_transfer``; see rlhf/weight_sync.py). Either
+  way the prefix cache, whose KV came from the old weights, is dropped.
 * ``sleep`` / ``wake_up``: sleep level 1 (weights to CPU, KV cache freed) for colocated
   placement; needs ``enable_sleep_mode=True``.
 """
@@ -138,6 +140,22 @@ class VLLMEngine:
             self._update_ipc(items)
         else:
             self.llm.collective_rpc(lambda w: w.model_runner.reload_weights(weights_iterator=items))
+        self.llm.reset_prefix_cache()
+
+    def init_weight_transfer(self, master_address: str, master_port: int, rank_offset: int,
+                             world_size: int) -> None:
+        """NCCL backend: join the trainer's group (the trainer is rank 0; blocks until all
+        members have joined, so the trainer must be joining concurrently)."""
+        self.llm.init_weight_transfer_engine({"init_info": dict(
+            master_address=master_address, master_port=master_port, rank_offset=rank_offset,
+            world_size=world_size)})
+
+    def receive_weights(self, update_info: dict) -> None:
+        """One transfer from the trainer through the engine's weight-transfer backend: CUDA IPC
+        handles (``ipc``) or a bucketed broadcast the trainer is sending (``nccl``)."""
+        self.llm.start_weight_update()
+        self.llm.update_weights({"update_info": update_info})
+        self.llm.finish_weight_update()
         self.llm.reset_prefix_cache()
 
     def _update_ipc(self, items: list) -> None:

@@ -48,6 +48,16 @@ class RolloutWorker:
         self.version = version
         return time.perf_counter() - t0
 
+    def init_weight_transfer(self, **init_info) -> None:
+        self.engine.init_weight_transfer(**init_info)
+
+    def receive_weights(self, update_info: dict, version: int) -> float:
+        """A learner-initiated transfer (CUDA IPC handles or an NCCL broadcast)."""
+        t0 = time.perf_counter()
+        self.engine.receive_weights(update_info)
+        self.version = version
+        return time.perf_counter() - t0
+
     def sleep(self) -> None:
         self.engine.sleep()
 

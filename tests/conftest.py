@@ -12,3 +12,12 @@ def tiny_model_dir(tmp_path_factory):
 
     return str(build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", hidden_size=64,
                                 num_layers=2, num_heads=4, num_kv_heads=2))
+
+
+@pytest.fixture
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1")
+    yield
+    ray.shutdown()

@@ -20,13 +20,6 @@ pytestmark = pytest.mark.integration
 RECIPES = Path(__file__).parent.parent / "recipes"
 
 
-@pytest.fixture
-def local_ray():
-    ray.init(num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1")
-    yield
-    ray.shutdown()
-
-
 def _samples(n=12, seed=0):
     g = torch.Generator().manual_seed(seed)
     out = []

@@ -101,7 +101,7 @@ def parse_shapes(text: str) -> list[tuple[int, int, int]]:
     try:
         return [tuple(int(x) for x in part.split("x")) for part in text.split(",")]  # type: ignore[misc]
     except ValueError:
-        raise SystemExit(f"--shapes: expected PROMPTSxPROMPT_LENxNEW_TOKENS[,...], got {text!r}")
+        raise SystemExit(f"--shapes: expected PROMPTSxPROMPT_LENxNEW_TOKENS[,...], got {text!r}") from None
 
 
 def step_throughput(engine, res, shapes, rule_off: bool) -> None:

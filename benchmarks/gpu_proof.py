@@ -8,7 +8,7 @@ failure in one leaves the others' numbers:
 
     python benchmarks/gpu_proof.py                       # model, raw, colocated, separate, table
     python benchmarks/gpu_proof.py --phases raw,colocated --steps 4
-    python benchmarks/gpu_proof.py --phases report       # table from the JSON already written
+    python benchmarks/gpu_proof.py --phases report --file benchmarks/results/gpu_proof_h200.json
 
 ``raw``: a plain ``vllm.LLM`` with the engine's settings (bf16, FP32 head, same memory share and
 context length) generates the prompts of steps 2..N with the driver's per-prompt seeds, stop ids
@@ -146,6 +146,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--work", default="/tmp/gpu_proof")
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--file", help="results JSON (default: OUT/gpu_proof_<gpu>.json)")
     ap.add_argument("--phase", help=argparse.SUPPRESS)  # internal: run one phase in this process
     args = ap.parse_args()
     work = Path(args.work)
@@ -159,9 +160,10 @@ def main() -> None:
     import torch
 
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    out = Path(args.out) / f"gpu_proof_{'h200' if 'H200' in gpu else 'h100' if 'H100' in gpu else 'gpu'}.json"
+    out = Path(args.file or Path(args.out) / f"gpu_proof_{'h200' if 'H200' in gpu else 'h100' if 'H100' in gpu else 'gpu'}.json")
     res = json.loads(out.read_text()) if out.exists() else {}
-    res.update(gpu=gpu, gpus=torch.cuda.device_count())
+    if torch.cuda.is_available():
+        res.update(gpu=gpu, gpus=torch.cuda.device_count())
     for phase in args.phases.split(","):
         if phase == "model":
             phase_model(work)

@@ -188,8 +188,9 @@ class Run:
             return
         passed = {k: v for k, v in os.environ.items() if k.startswith(_PASSED_ENV)}
         env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore", **passed}}
-        if self.address:
-            ray.init(address=self.address, runtime_env=env, log_to_driver=True)
+        address = self.address or os.environ.get("RAY_ADDRESS")  # set inside `ray job submit`
+        if address:
+            ray.init(address=address, runtime_env=env, log_to_driver=True)
             return
         r = self.recipe
         cpus = r.train.num_learners * r.train.num_cpus + r.rollout.num_workers * r.rollout.num_cpus

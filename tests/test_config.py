@@ -92,3 +92,29 @@ def test_missing_recipe_file_and_bad_yaml(tmp_path):
     p.write_text("model: [unclosed")
     with pytest.raises(RecipeError, match="not valid YAML"):
         load_recipe(p)
+
+
+def test_length_windows_and_context_must_fit():
+    windows = {"windows": [64, 128]}
+    with pytest.raises(RecipeError, match="windows go up to 128 tokens but rollout.max_new_tokens is 100"):
+        parse_recipe(_minimal(rollout={"max_new_tokens": 100, "length_windows": windows}))
+    with pytest.raises(RecipeError, match="max_model_len=128 leaves no room for a prompt and 128"):
+        parse_recipe(_minimal(rollout={"max_new_tokens": 128, "length_windows": windows,
+                                       "max_model_len": 128}))
+    r = parse_recipe(_minimal(rollout={"max_new_tokens": 128, "length_windows": windows,
+                                       "max_model_len": 200}))
+    assert r.rollout.max_model_len == 200
+
+
+def test_built_model_pads_the_vocabulary(tmp_path):
+    from transformers import AutoConfig, AutoTokenizer
+
+    from rlhf.models import build_tiny_model
+
+    out = build_tiny_model(tmp_path / "m", hidden_size=16, num_layers=1, num_heads=2,
+                           num_kv_heads=1, vocab_size=1000, max_position_embeddings=4096)
+    cfg = AutoConfig.from_pretrained(out)
+    assert cfg.vocab_size == 1000 and cfg.max_position_embeddings == 4096
+    assert AutoTokenizer.from_pretrained(out).vocab_size == 262  # ids 262.. decode to nothing
+    with pytest.raises(ValueError, match="vocab_size=100 is smaller than the tokenizer's 262"):
+        build_tiny_model(tmp_path / "n", vocab_size=100)

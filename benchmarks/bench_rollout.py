@@ -88,8 +88,10 @@ def time_ours(engine, batch, new_tokens, window, temperature=1.0) -> dict:
     reasons = {r: sum(c.finish_reason == r for c in outs) for r in ("stop", "length", "repetition")}
     lens = sorted(len(c.token_ids) for c in outs)
     # stopped inside vLLM: the engine's sample ended on the forced EOS right after the cut
-    at_decode = sum(c.finish_reason == "repetition" and c.extra.get("engine_finish") == "stop"
-                    and c.extra.get("engine_tokens") == len(c.token_ids) + 1 for c in outs)
+    at_decode = sum(c.finish_reason == "repetition" and (
+        c.extra.get("engine_finish") == "abort" or (c.extra.get("engine_finish") == "stop"
+                                                    and c.extra.get("engine_tokens") == len(c.token_ids) + 1))
+        for c in outs)
     return {"tokens": toks, "seconds": dt, "tok_s": toks / dt, "finish": reasons,
             "stopped_at_decode": at_decode, "engine_tokens": sum(c.extra.get("engine_tokens", 0)
                                                                  for c in outs),
@@ -185,8 +187,9 @@ def step_sleep(engine, res) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--head", choices=["bf16", "fp32"], default="fp32")
-    ap.add_argument("--processor", choices=["on", "off"], default="on",
-                    help="register the decode-time repetition stop (on: vLLM's V1 model runner)")
+    ap.add_argument("--processor", choices=["on", "off", "abort"], default="on",
+                    help="decode-time repetition stop: on = logits processor (vLLM's V1 model "
+                         "runner), abort = per-step streaming + abort (V2 runner), off = post hoc")
     ap.add_argument("--steps", default="throughput,repetition,sync,sleep,mismatch")
     ap.add_argument("--shapes", default="256x128x1024,32x256x4096",
                     help="throughput batches, PROMPTSxPROMPT_LENxNEW_TOKENS[,...]")
@@ -206,7 +209,8 @@ def main() -> None:
     engine = VLLMEngine(model, dtype="bfloat16", lm_head_fp32=args.head == "fp32",
                         gpu_memory_utilization=args.gpu_memory_utilization,
                         max_model_len=max(p + n for _, p, n in shapes) + 16,
-                        enable_sleep_mode="sleep" in steps, repetition_stop=args.processor == "on",
+                        enable_sleep_mode="sleep" in steps,
+                        repetition_stop={"on": "processor", "off": "off", "abort": "abort"}[args.processor],
                         weight_transfer="ipc", skip_tokenizer_init=True)
     gpu = torch.cuda.get_device_name()
     res = {"gpu": gpu, "head": args.head, "processor": args.processor,

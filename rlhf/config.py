@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Agg = Literal["token-mean", "seq-mean"]
 
@@ -101,7 +101,12 @@ class DataConfig(Section):
 class RepetitionStop(Section):
     window: int = Field(3000, ge=0, description="Stop after this many consecutive confident tokens (0: off). M1: 3000.")
     prob: float = Field(0.99, gt=0.0, lt=1.0, description="A token is confident above this probability. M1: 0.99.")
-    decode_time: bool = Field(False, description="vllm: stop loops inside the sampler (a logits processor; measured ~10-30% slower decoding on H100) instead of cutting them from the returned samples.")
+    decode_time: Literal["off", "abort", "processor"] = Field("off", description="vllm: stop loops while decoding instead of cutting them from the returned samples. abort: each sample streams its logprobs every engine step and is aborted when the rule fires (keeps vLLM's V2 model runner); processor: a logits processor forces EOS (moves vLLM 0.26 to its V1 runner, measured 10-30% slower on H100). true = abort, false = off.")
+
+    @field_validator("decode_time", mode="before")
+    @classmethod
+    def _bool_means_abort(cls, v: Any) -> Any:
+        return {True: "abort", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
 
 class LengthWindowConfig(Section):

@@ -42,3 +42,26 @@ def first_repetition_stop(logprobs: list[float], window: int, prob: float) -> in
         if run >= window:
             return i
     return None
+
+
+class StreamingRepetition:
+    """The rule on one sequence whose sampled-token log-probabilities arrive in chunks (the
+    engine's per-step outputs). ``feed`` returns True once, when the rule fires; ``stop`` is then
+    the index of the token at which it fired (as :func:`first_repetition_stop` would give on the
+    whole sequence)."""
+
+    def __init__(self, window: int, prob: float):
+        self.window, self.threshold = window, math.log(prob)
+        self.run = self.seen = 0
+        self.stop: int | None = None
+
+    def feed(self, logprobs) -> bool:
+        if self.stop is not None or self.window <= 0:
+            return False
+        for lp in logprobs:
+            self.run = self.run + 1 if lp > self.threshold else 0
+            self.seen += 1
+            if self.run >= self.window:
+                self.stop = self.seen - 1
+                return True
+        return False

@@ -10,12 +10,13 @@ finish reason, one seed per prompt, one token budget per prompt. Token ids go in
   accumulation and logits), which the learner's chunked head reproduces (rlhf/logprobs.py).
 * M1's repetition stop is always applied to the returned raw logprobs
   (:func:`truncate_repetition`): the sample is cut after the token at which the rule fires and
-  its finish reason is ``repetition``. With ``repetition_stop=True`` it also runs at decode time
-  (:class:`rollout.vllm_repetition.RepetitionStopLogitsProcessor` forces EOS after ``window``
-  consecutive tokens with p > ``prob``; the forced EOS is dropped). Off by default: registering a
-  custom logits processor makes vLLM 0.26 use its V1 model runner instead of V2, which measured
-  10-30% slower decoding on an H100 (benchmarks/results/rollout_h100_*_on.json), more than the
-  loops it cuts saved in our runs. Recipe switch: ``rollout.repetition_stop.decode_time``.
+  its finish reason is ``repetition``. ``repetition_stop`` also runs it at decode time:
+  ``"abort"`` makes each sample its own request streaming its new tokens' logprobs every engine
+  step (:meth:`VLLMEngine._generate_abort`) and aborts it the step the rule fires, so it leaves
+  the batch; ``"processor"`` registers :class:`rollout.vllm_repetition.RepetitionStopLogitsProcessor`,
+  which forces EOS, but a custom logits processor moves vLLM 0.26 to its V1 model runner
+  (10-30% slower decoding measured on an H100). Recipe switch:
+  ``rollout.repetition_stop.decode_time``.
 * Weights: ``update_weights`` loads a Hugging Face-named state dict in place, over CUDA IPC
   when the tensors are on this engine's GPU and the engine was built with
   ``weight_transfer="ipc"``, else through ``collective_rpc`` (the tensors travel pickled).
@@ -33,7 +34,7 @@ import os
 from pathlib import Path
 
 from rollout.base import Completion, SamplingConfig
-from rollout.repetition import first_repetition_stop
+from rollout.repetition import StreamingRepetition, first_repetition_stop
 
 
 def truncate_repetition(token_ids: list[int], logprobs: list[float], reason: str, window: int,
@@ -67,7 +68,7 @@ def _eos_ids(model_path: str) -> list[int]:
 class VLLMEngine:
     def __init__(self, model_path: str, *, dtype: str = "bfloat16", lm_head_fp32: bool = True,
                  gpu_memory_utilization: float = 0.5, max_model_len: int | None = None,
-                 enable_sleep_mode: bool = False, seed: int = 0, repetition_stop: bool = False,
+                 enable_sleep_mode: bool = False, seed: int = 0, repetition_stop: str = "off",
                  weight_transfer: str | None = None, **llm_kwargs):
         # callable RPCs and IPC handles are pickled; the engine process reads this at start
         os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
@@ -80,7 +81,10 @@ class VLLMEngine:
             kw["hf_overrides"] = {**kw.get("hf_overrides", {}), "head_dtype": "float32"}
         if max_model_len:
             kw["max_model_len"] = max_model_len
-        if repetition_stop:
+        repetition_stop = {True: "processor", False: "off"}.get(repetition_stop, repetition_stop)
+        if repetition_stop not in ("off", "abort", "processor"):
+            raise ValueError(f"repetition_stop: expected off, abort or processor, got {repetition_stop!r}")
+        if repetition_stop == "processor":
             from rollout.vllm_repetition import RepetitionStopLogitsProcessor
 
             kw["logits_processors"] = [RepetitionStopLogitsProcessor]
@@ -98,7 +102,7 @@ class VLLMEngine:
         from vllm import SamplingParams
 
         extra = None
-        if self.repetition_stop and sampling.repetition_window > 0 and self.eos_ids:
+        if self.repetition_stop == "processor" and sampling.repetition_window > 0 and self.eos_ids:
             from rollout.vllm_repetition import repetition_args
 
             extra = repetition_args(sampling.repetition_window, sampling.repetition_prob,
@@ -117,6 +121,8 @@ class VLLMEngine:
         params = [self.sampling_params(
             sampling, max_tokens_per_request[i] if max_tokens_per_request else sampling.max_tokens,
             seeds[i] if seeds is not None else sampling.seed) for i in range(len(prompt_token_ids))]
+        if self.repetition_stop == "abort" and sampling.repetition_window > 0:
+            return self._generate_abort(prompt_token_ids, params, sampling)
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(ids)) for ids in prompt_token_ids],
                                  params, use_tqdm=False)
         result = []
@@ -129,6 +135,50 @@ class VLLMEngine:
                 ids, lps, reason = truncate_repetition(ids, lps, reason, sampling.repetition_window,
                                                        sampling.repetition_prob)
                 result.append(Completion(i, ids, lps, reason, extra=engine))
+        return result
+
+    def _generate_abort(self, prompt_token_ids, params, sampling: SamplingConfig) -> list[Completion]:
+        """M1's rule at decode time without touching the sampler: every sample is its own
+        request (seed + j for sample j, which is how vLLM seeds the children of an ``n > 1``
+        request) streaming its new tokens' logprobs each engine step; the step the rule fires,
+        the request is aborted and leaves the batch. The V2 model runner stays in use."""
+        from copy import copy
+
+        from vllm import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        engine = self.llm.llm_engine
+        self._calls = getattr(self, "_calls", 0) + 1
+        state: dict[str, tuple] = {}  # request id -> (prompt index, ids, logprobs, watch, finish)
+        for i, (ids, sp) in enumerate(zip(prompt_token_ids, params)):
+            for j in range(sp.n):
+                child = copy(sp)
+                child.n, child.output_kind = 1, RequestOutputKind.DELTA
+                child.seed = None if sp.seed is None else sp.seed + j
+                rid = f"m1rl-{self._calls}-{i}-{j}"
+                state[rid] = (i, [], [], StreamingRepetition(sampling.repetition_window,
+                                                             sampling.repetition_prob), [None])
+                engine.add_request(rid, TokensPrompt(prompt_token_ids=list(ids)), child)
+        while engine.has_unfinished_requests():
+            for out in engine.step():
+                i, ids, lps, watch, finish = state[out.request_id]
+                c = out.outputs[0]
+                new = list(c.token_ids)
+                ids += new
+                lps += [float(step[tok].logprob) for tok, step in zip(new, c.logprobs or [])]
+                if watch.feed(lps[len(lps) - len(new):]):
+                    engine.abort_request([out.request_id])
+                elif out.finished:
+                    finish[0] = "stop" if c.finish_reason == "stop" else "length"
+        result = []
+        for i, ids, lps, watch, finish in state.values():
+            engine_info = {"engine_finish": "abort" if watch.stop is not None else finish[0],
+                           "engine_tokens": len(ids)}
+            if watch.stop is not None:
+                ids, lps, reason = ids[:watch.stop + 1], lps[:watch.stop + 1], "repetition"
+            else:
+                reason = finish[0]
+            result.append(Completion(i, ids, lps, reason, extra=engine_info))
         return result
 
     # ---- weights -------------------------------------------------------------------------

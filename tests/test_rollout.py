@@ -110,3 +110,19 @@ def test_vllm_engine_posthoc_repetition_truncation():
     assert truncate_repetition(ids, lps, "length", 5, 0.99) == (ids[:7], lps[:7], "repetition")
     assert truncate_repetition(ids, lps, "stop", 9, 0.99) == (ids, lps, "stop")
     assert truncate_repetition(ids, lps, "stop", 0, 0.99) == (ids, lps, "stop")
+
+
+def test_streaming_rule_matches_the_whole_sequence_rule_in_any_chunking():
+    from rollout.repetition import StreamingRepetition
+
+    rnd = random.Random(0)
+    for trial in range(200):
+        seq = [math.log(0.999) if rnd.random() < 0.8 else math.log(0.3) for _ in range(60)]
+        window = 1 + trial % 9
+        watch, pos, fired = StreamingRepetition(window, 0.99), 0, 0
+        while pos < len(seq):
+            k = rnd.randint(1, 5)
+            fired += watch.feed(seq[pos:pos + k])
+            pos += k
+        assert watch.stop == first_repetition_stop(seq, window, 0.99)
+        assert fired == (watch.stop is not None)

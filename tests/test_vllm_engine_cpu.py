@@ -169,3 +169,91 @@ def test_eos_ids_from_the_model_directory(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"eos_token_id": 5}))
     (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [9, 5]}))
     assert _eos_ids(str(tmp_path)) == [9, 5]
+
+
+class _FakeLLMEngine:
+    """vLLM's LLMEngine as the abort path uses it: one token per request per step, DELTA
+    outputs with the sampled token's logprob; an aborted request leaves the batch at once."""
+
+    def __init__(self, scripts):
+        self.scripts, self.live, self.added, self.aborted, self.steps = scripts, {}, [], [], 0
+
+    def add_request(self, rid, prompt, params):
+        self.added.append((rid, params.seed, params.n, params.output_kind))
+        self.live[rid] = iter(self.scripts(params.seed, params.max_tokens))
+
+    def has_unfinished_requests(self):
+        return bool(self.live)
+
+    def abort_request(self, rids):
+        self.aborted += rids
+        for r in rids:
+            self.live.pop(r)
+
+    def step(self):
+        self.steps += 1
+        outs = []
+        for rid, it in list(self.live.items()):
+            tok, lp, last = next(it)
+            c = SimpleNamespace(token_ids=[tok], logprobs=[{tok: SimpleNamespace(logprob=lp)}],
+                                finish_reason="length" if last else None)
+            outs.append(SimpleNamespace(request_id=rid, outputs=[c], finished=last))
+            if last:
+                self.live.pop(rid)
+        return outs
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    import enum
+    import sys
+    import types
+
+    vllm = types.ModuleType("vllm")
+    sp = types.ModuleType("vllm.sampling_params")
+    sp.RequestOutputKind = enum.Enum("RequestOutputKind", "CUMULATIVE DELTA FINAL_ONLY")
+    vllm.TokensPrompt = dict
+    vllm.SamplingParams = lambda **kw: SimpleNamespace(**kw)
+    vllm.sampling_params = sp
+    monkeypatch.setitem(sys.modules, "vllm", vllm)
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", sp)
+    return sp
+
+
+def test_abort_path_stops_a_looping_sample_at_decode_time(fake_vllm):
+    from rollout.base import SamplingConfig
+    from rollout.vllm_engine import VLLMEngine
+
+    def script(seed, max_tokens):  # the sample with seed 11 loops after 3 tokens
+        for t in range(max_tokens):
+            lp = HI if seed == 11 and t >= 3 else LO
+            yield 100 + t, lp, t == max_tokens - 1
+
+    fake = _FakeLLMEngine(script)
+    eng = object.__new__(VLLMEngine)
+    eng.llm, eng.eos_ids, eng.repetition_stop = SimpleNamespace(llm_engine=fake), [EOS], "abort"
+    s = SamplingConfig(n=2, temperature=1.0, max_tokens=40, repetition_window=5, repetition_prob=0.99)
+    outs = eng.generate([[1, 2], [3]], s, seeds=[10, 20])
+    # one request per sample, seeded like vLLM's n>1 children (seed + j), streaming deltas
+    assert [(a[1], a[2], a[3].name) for a in fake.added] == [
+        (10, 1, "DELTA"), (11, 1, "DELTA"), (20, 1, "DELTA"), (21, 1, "DELTA")]
+    assert [c.prompt_index for c in outs] == [0, 0, 1, 1]
+    loop = outs[1]
+    assert loop.finish_reason == "repetition" and len(loop.token_ids) == 3 + 5
+    assert loop.logprobs == [LO] * 3 + [HI] * 5
+    assert loop.extra == {"engine_finish": "abort", "engine_tokens": 8}  # left the batch at once
+    assert fake.aborted == ["m1rl-1-0-1"]
+    for c in (outs[0], outs[2], outs[3]):
+        assert c.finish_reason == "length" and len(c.token_ids) == 40 and c.logprobs == [LO] * 40
+    assert fake.steps == 40
+
+
+def test_engine_rejects_an_unknown_repetition_mode(fake_vllm):
+    from rollout.vllm_engine import VLLMEngine
+
+    fake_vllm_llm = SimpleNamespace()
+    import sys
+
+    sys.modules["vllm"].LLM = lambda **kw: fake_vllm_llm
+    with pytest.raises(ValueError, match="repetition_stop: expected off, abort or processor"):
+        VLLMEngine("/nonexistent", repetition_stop="sometimes")

@@ -4,9 +4,11 @@ through RAY_ADDRESS, trains, and leaves its metrics and summary behind."""
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -28,14 +30,31 @@ def ray_cluster(tmp_path):
     gcs, dash = _free_port(), _free_port()
     subprocess.run([BIN / "ray", "get-auth-token", "--generate"], env=env, check=True,
                    capture_output=True)
-    subprocess.run([BIN / "ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}",
-                    "--num-cpus=4", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-                    "--include-dashboard=true", "--disable-usage-stats"],
-                   env=env, check=True, capture_output=True, timeout=120)
+    # --block keeps `ray start` in the foreground: killing its process group takes down this
+    # cluster only (`ray stop` would stop every Ray instance on the machine)
+    head = subprocess.Popen(
+        [BIN / "ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+         "--num-cpus=4", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         "--include-dashboard=true", "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
+        _wait_for_dashboard(dash, head)
         yield env, f"http://127.0.0.1:{dash}"
     finally:
-        subprocess.run([BIN / "ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
+
+
+def _wait_for_dashboard(port: int, head: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert head.poll() is None, "ray start exited early"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"no Ray dashboard on 127.0.0.1:{port} after {timeout} s")
 
 
 def test_ray_job_submit_trains_a_recipe(ray_cluster, tmp_path):

@@ -194,9 +194,9 @@ class Run:
             return
         r = self.recipe
         cpus = r.train.num_learners * r.train.num_cpus + r.rollout.num_workers * r.rollout.num_cpus
-        # A local instance stays on loopback.
-        ray.init(num_cpus=max(int(cpus + 0.999), 1), include_dashboard=False, runtime_env=env,
-                 log_to_driver=True, _node_ip_address="127.0.0.1")
+        # A new local instance (even where `ray start` left a cluster file), on loopback.
+        ray.init(address="local", num_cpus=max(int(cpus + 0.999), 1), include_dashboard=False,
+                 runtime_env=env, log_to_driver=True, _node_ip_address="127.0.0.1")
 
     def _start_roles(self) -> tuple[LearnerGroup, RolloutGroup]:
         r = self.recipe

@@ -4,10 +4,12 @@ through RAY_ADDRESS, trains, and leaves its metrics and summary behind."""
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,8 +34,11 @@ def ray_cluster(tmp_path):
                    capture_output=True)
     # --block keeps `ray start` in the foreground: killing its process group takes down this
     # cluster only (`ray stop` would stop every Ray instance on the machine)
+    # its own temp dir (short: Ray puts sockets there), so no cluster file is left in /tmp/ray
+    temp = tempfile.mkdtemp(prefix="rj", dir="/tmp")
     head = subprocess.Popen(
-        [BIN / "ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+        [BIN / "ray", "start", "--head", "--block", f"--temp-dir={temp}",
+         "--node-ip-address=127.0.0.1", f"--port={gcs}",
          "--num-cpus=4", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
          "--include-dashboard=true", "--disable-usage-stats"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -43,6 +48,7 @@ def ray_cluster(tmp_path):
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _wait_for_dashboard(port: int, head: subprocess.Popen, timeout: float = 120.0) -> None:

@@ -58,3 +58,19 @@ def test_lora_trains_only_adapters_and_merges(tmp_path):
     targeted = {k for k in before if k.endswith("proj.weight")}
     # merged adapters move exactly the targeted projection weights, every one of them
     assert len(targeted) == 14 and changed == targeted
+
+
+def test_length_windows_advance_inside_a_run_and_cap_the_responses(tmp_path):
+    """Windows 6 -> 10 -> 14 with patience 1 (two perplexity readings per window) and a loose
+    tolerance: the window in force moves up every second step while responses fill it, and no
+    response exceeds the window of its step."""
+    windows = "rollout.length_windows={windows: [6, 10, 14], near_frac: 0.5, ppl_rel_tol: 100.0, patience: 1}"
+    train(_short(tmp_path, "run.steps=5", "rollout.max_new_tokens=14", "run.save_every=0",
+                 "rollout.repetition_stop.window=0", windows))
+    rows = [json.loads(x) for x in (tmp_path / "q" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if r["kind"] == "train"]
+    used = [r["window/current"] for r in steps]
+    assert used == [6, 6, 10, 10, 14]
+    for r in steps:
+        assert r["response_len/max"] <= r["window/current"]
+        assert r["window/next"] in (r["window/current"], *[w for w in (10, 14) if w > r["window/current"]])

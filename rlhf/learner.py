@@ -255,9 +255,10 @@ class LearnerWorker:
 
         import ray
 
+        address = ray.util.get_node_ip_address()
         with socket.socket() as s:
-            s.bind(("", 0))
-            return ray.util.get_node_ip_address(), s.getsockname()[1]
+            s.bind((address, 0))
+            return address, s.getsockname()[1]
 
     def init_weight_broadcast(self, master_address: str, master_port: int, world_size: int) -> None:
         """Rank 0 joins an NCCL group with the engines (rank 0 of it; engines follow)."""

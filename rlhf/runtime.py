@@ -163,8 +163,7 @@ class Run:
         self.learners, self.rollouts = self._start_roles()
         self.sync = make_weight_sync(self.transport, self.learners, self.rollouts,
                                      "bfloat16" if r.model.dtype == "bfloat16" else None)
-        if self.transport != "object_store":
-            self.rollouts.restore = self.sync.restore
+        self.rollouts.restore = self.sync.restore
         self.version = 0
         self._resume()
         self.metrics = MetricsWriter(self.dir / "metrics.jsonl", truncate_after=self.start_step)

@@ -40,12 +40,14 @@ class WeightSync:
         """Send the learners' current weights to every engine as ``version``; timings."""
         t0 = time.perf_counter()
         self.version = version
-        self.rollouts.update_weights(self.learners.export_weights_ref(self.dtype), version)
+        self._ref = self.learners.export_weights_ref(self.dtype)
+        self.rollouts.update_weights(self._ref, version)
         return {"time/weight_sync": time.perf_counter() - t0}
 
     def restore(self, worker: int) -> None:
-        """A restarted rollout worker loads the current weights (object store, CPU gather)."""
-        ref = self.learners.export_weights_ref(self.dtype)
+        """A restarted rollout worker loads the current weights: the object-store copy of the
+        last push, or (GPU transports keep none) a fresh CPU gather."""
+        ref = getattr(self, "_ref", None) or self.learners.export_weights_ref(self.dtype)
         ray.get(self.rollouts.actors[worker].update_weights.remote(ref, self.version))
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rollout.base import Completion, SamplingConfig
@@ -63,6 +64,25 @@ def _eos_ids(model_path: str) -> list[int]:
                 if e is not None and e not in ids:
                     ids.append(int(e))
     return ids
+
+
+@dataclass
+class _Stream:
+    """One sample of the abort path: what has arrived so far and M1's rule on it."""
+    prompt_index: int
+    watch: StreamingRepetition
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish: str | None = None
+
+    def completion(self) -> Completion:
+        stop = self.watch.stop
+        engine = {"engine_finish": "abort" if stop is not None else self.finish,
+                  "engine_tokens": len(self.ids)}
+        if stop is None:
+            return Completion(self.prompt_index, self.ids, self.logprobs, self.finish, extra=engine)
+        return Completion(self.prompt_index, self.ids[:stop + 1], self.logprobs[:stop + 1],
+                          "repetition", extra=engine)
 
 
 class VLLMEngine:
@@ -149,37 +169,28 @@ class VLLMEngine:
 
         engine = self.llm.llm_engine
         self._calls = getattr(self, "_calls", 0) + 1
-        state: dict[str, tuple] = {}  # request id -> (prompt index, ids, logprobs, watch, finish)
+        streams: dict[str, _Stream] = {}
         for i, (ids, sp) in enumerate(zip(prompt_token_ids, params)):
             for j in range(sp.n):
                 child = copy(sp)
                 child.n, child.output_kind = 1, RequestOutputKind.DELTA
                 child.seed = None if sp.seed is None else sp.seed + j
                 rid = f"m1rl-{self._calls}-{i}-{j}"
-                state[rid] = (i, [], [], StreamingRepetition(sampling.repetition_window,
-                                                             sampling.repetition_prob), [None])
+                streams[rid] = _Stream(i, StreamingRepetition(sampling.repetition_window,
+                                                              sampling.repetition_prob))
                 engine.add_request(rid, TokensPrompt(prompt_token_ids=list(ids)), child)
         while engine.has_unfinished_requests():
             for out in engine.step():
-                i, ids, lps, watch, finish = state[out.request_id]
-                c = out.outputs[0]
+                st, c = streams[out.request_id], out.outputs[0]
                 new = list(c.token_ids)
-                ids += new
-                lps += [float(step[tok].logprob) for tok, step in zip(new, c.logprobs or [])]
-                if watch.feed(lps[len(lps) - len(new):]):
+                new_lps = [float(step[tok].logprob) for tok, step in zip(new, c.logprobs or [])]
+                st.ids += new
+                st.logprobs += new_lps
+                if st.watch.feed(new_lps):
                     engine.abort_request([out.request_id])
                 elif out.finished:
-                    finish[0] = "stop" if c.finish_reason == "stop" else "length"
-        result = []
-        for i, ids, lps, watch, finish in state.values():
-            engine_info = {"engine_finish": "abort" if watch.stop is not None else finish[0],
-                           "engine_tokens": len(ids)}
-            if watch.stop is not None:
-                ids, lps, reason = ids[:watch.stop + 1], lps[:watch.stop + 1], "repetition"
-            else:
-                reason = finish[0]
-            result.append(Completion(i, ids, lps, reason, extra=engine_info))
-        return result
+                    st.finish = "stop" if c.finish_reason == "stop" else "length"
+        return [st.completion() for st in streams.values()]
 
     # ---- weights -------------------------------------------------------------------------
     def update_weights(self, named_tensors: dict) -> None:

@@ -112,3 +112,35 @@ def test_ipc_sync_sends_every_version_and_restores_one_worker(local_ray):
     sync.restore(1)
     assert [c[2] for c in ray.get(rollouts.actors[0].log.remote())] == [3]
     assert [c[2] for c in ray.get(rollouts.actors[1].log.remote())] == [3, 3]
+
+
+def test_object_store_restore_reuses_the_last_push(local_ray):
+    class Learners:
+        exports = 0
+
+        def export_weights_ref(self, dtype):
+            self.exports += 1
+            return ray.put({"w": self.exports})
+
+    @ray.remote
+    class Engine:
+        def __init__(self):
+            self.loaded = []
+
+        def update_weights(self, sd, version):
+            self.loaded.append((sd["w"], version))
+
+        def log(self):
+            return self.loaded
+
+    class Rollouts(Group):
+        def update_weights(self, ref, version):
+            ray.get([a.update_weights.remote(ref, version) for a in self.actors])
+
+    learners, rollouts = Learners(), Rollouts([Engine.remote(), Engine.remote()])
+    sync = make_weight_sync("object_store", learners, rollouts, None)
+    sync.push(4)
+    rollouts.actors[1] = Engine.remote()  # restarted
+    sync.restore(1)
+    assert learners.exports == 1  # no second gather
+    assert ray.get(rollouts.actors[1].log.remote()) == [(1, 4)]

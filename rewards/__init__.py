@@ -5,8 +5,10 @@ from rewards.base import (
     FunctionVerifier,
     RewardResult,
     Verifier,
+    VerifierUnavailable,
     available_verifiers,
     get_verifier,
+    is_unjudged,
     register_verifier,
     safe_call,
 )
@@ -16,8 +18,10 @@ __all__ = [
     "FunctionVerifier",
     "RewardResult",
     "Verifier",
+    "VerifierUnavailable",
     "available_verifiers",
     "get_verifier",
+    "is_unjudged",
     "register_verifier",
     "safe_call",
 ]

@@ -10,7 +10,15 @@ A verifier scores one response against one task::
 Built-ins are registered by name with :func:`register_verifier`; user verifiers are loaded by
 import path (``"my_pkg.rewards:Grader"``) or through the ``m1rl.verifiers`` entry-point group.
 A verifier that raises never crashes a run: :func:`safe_call` turns the exception into a
-score-0 :class:`RewardResult` whose ``info["error"]`` says what happened.
+score-0 :class:`RewardResult` with ``correct=None`` whose ``info["error"]`` says what happened.
+Such a result is *unjudged* (:func:`is_unjudged`): the run counts it as a verifier error and
+stops when a step has too many of them; it is never cached as a verdict.
+
+Lifecycle: a verifier that holds resources (worker processes, container pools) releases them in
+``close()`` (idempotent) and works as a context manager; ``preflight()`` checks that its backend
+can work (Docker up, image present, worker starts) and raises :class:`VerifierUnavailable` with a
+message that says what to fix. A run calls ``preflight()`` on every configured verifier before
+training and ``close()`` at its end, also on a crash.
 """
 
 from __future__ import annotations
@@ -41,11 +49,36 @@ class RewardResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def is_unjudged(result: RewardResult) -> bool:
+    """The verifier could not judge this sample (it raised, its backend failed, no verifier
+    matched): ``correct is None`` with an ``info["error"]``."""
+    return result.correct is None and "error" in result.info
+
+
+class VerifierUnavailable(RuntimeError):
+    """A verifier's backend cannot work here (raised by ``preflight``; the message says why and
+    what to do about it)."""
+
+
 @runtime_checkable
 class Verifier(Protocol):
     def __call__(self, response: str, task: dict) -> RewardResult: ...
 
     def batch(self, responses: Sequence[str], tasks: Sequence[dict]) -> list[RewardResult]: ...
+
+
+def preflight(verifier: Verifier) -> None:
+    """Run the verifier's backend check if it has one (plug-ins may not)."""
+    check = getattr(verifier, "preflight", None)
+    if callable(check):
+        check()
+
+
+def close(verifier: Verifier) -> None:
+    """Release the verifier's resources if it holds any (plug-ins may not have ``close``)."""
+    fn = getattr(verifier, "close", None)
+    if callable(fn):
+        fn()
 
 
 def safe_call(fn: Callable[[str, dict], RewardResult], response: str, task: dict) -> RewardResult:
@@ -69,6 +102,19 @@ class BaseVerifier:
 
     def score(self, response: str, task: dict) -> RewardResult:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def preflight(self) -> None:
+        """Check that the backend works; raise :class:`VerifierUnavailable` if not. Pure-Python
+        verifiers have nothing to check."""
+
+    def close(self) -> None:
+        """Release held resources (idempotent). Nothing to release by default."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __call__(self, response: str, task: dict) -> RewardResult:
         return safe_call(self.score, response, task)

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rewards import get_verifier  # noqa: E402
-from rewards.code import humaneval_problems, humaneval_task  # noqa: E402
+from rewards.tasks.humaneval import humaneval_problems, humaneval_task  # noqa: E402
 from sandboxes import SandboxPool  # noqa: E402
 from sandboxes.testing import require_engine_and_image  # noqa: E402
 

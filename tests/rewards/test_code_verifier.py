@@ -4,7 +4,8 @@ reward-hack class (each must score 0)."""
 import pytest
 
 from rewards import get_verifier
-from rewards.code import extract_program, humaneval_problems, humaneval_task, normalize_output
+from rewards.code import extract_program, normalize_output
+from rewards.tasks.humaneval import humaneval_problems, humaneval_task
 
 
 def block(code: str) -> str:

@@ -109,7 +109,8 @@ def test_patch_cannot_rewrite_the_tests(v):
             "+    pytest.skip('everything passes')\n")
     r = v(fenced(hack), task_of(name))
     assert r.info["status"] == "ran", r.info
-    assert set(r.info["reverted_test_files"]) == {"test_inflection.py", "conftest.py"}
+    assert r.info["restored"] == ["test_inflection.py"]
+    assert r.info["removed"] == {"conftest.py": "test configuration"}
     assert r.score == 0.0 and r.info["failed_fail_to_pass"]
 
 

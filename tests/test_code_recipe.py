@@ -20,5 +20,5 @@ def test_code_sandbox_recipe_runs_a_step(tmp_path, monkeypatch):
     rows = [json.loads(x) for x in (tmp_path / "code_sandbox" / "metrics.jsonl").read_text().splitlines()]
     step = [r for r in rows if r["kind"] == "train"][0]
     assert step["verifier/errors"] == 0  # every sample was judged, none crashed the verifier
-    # queue time is only reported for programs that went through the sandbox pool
-    assert step["verifier/queue_s_mean"] >= 0.0 and "time/score" in step
+    # queue time is only reported for samples whose program went through the sandbox pool
+    assert "verifier/queue_s_mean" in step and "verifier/queue_s_max" in step

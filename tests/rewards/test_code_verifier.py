@@ -43,14 +43,6 @@ def v(sandbox_image):
                         check_timeout=10.0)
 
 
-@pytest.fixture(scope="session")
-def sandbox_image():
-    from sandboxes.testing import require_engine_and_image
-
-    try:
-        return require_engine_and_image()
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 

@@ -26,14 +26,6 @@ def fenced(d: str) -> str:
     return f"I fixed it.\n```diff\n{d}```\n"
 
 
-@pytest.fixture(scope="session")
-def sandbox_image():
-    from sandboxes.testing import require_engine_and_image
-
-    try:
-        return require_engine_and_image()
-    except RuntimeError as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="module")

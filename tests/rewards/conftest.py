@@ -1,3 +1,5 @@
+"""Fixtures of the reward tests."""
+
 import pytest
 
 

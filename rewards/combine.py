@@ -15,7 +15,9 @@ A spec may also list the route values it serves: ``{"name": "math", "when": ["gs
 
 Result per sample: ``score`` = sum of weight x score over the matched specs; ``correct`` = the
 routed (non-"*") verifier's ``correct``; ``info["parts"]`` holds each part's result. A sample
-whose route matches no spec scores 0 with ``info["error"]``; it never raises.
+whose route matches no spec, or whose routed verifier could not judge it, is *unjudged*
+(``correct=None`` and ``info["error"]``, :func:`rewards.base.is_unjudged`); it never raises.
+``preflight()`` and ``close()`` reach every verifier of the router.
 ``batch`` hands each verifier its samples in one ``batch`` call, all verifiers concurrently.
 """
 
@@ -26,7 +28,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rewards.base import RewardResult, Verifier, get_verifier, safe_call
+from rewards.base import (
+    RewardResult,
+    Verifier,
+    close,
+    get_verifier,
+    is_unjudged,
+    preflight,
+    safe_call,
+)
 
 
 @dataclass
@@ -85,11 +95,25 @@ class RewardRouter:
         routed = [r for i, r in parts.items() if self.specs[i].when != "*"]
         correct = routed[0].correct if len(routed) == 1 else (
             None if any(r.correct is None for r in routed) else all(r.correct for r in routed))
-        info = {"route": route, "parts": {self.specs[i].name: {"score": r.score, "correct": r.correct,
-                                                               "weight": self.specs[i].weight,
-                                                               "info": r.info}
-                                          for i, r in parts.items()}}
+        info: dict[str, Any] = {"route": route, "parts": {
+            self.specs[i].name: {"score": r.score, "correct": r.correct, "weight": self.specs[i].weight,
+                                 "info": r.info} for i, r in parts.items()}}
+        unjudged = [(self.specs[i].name, r) for i, r in parts.items() if is_unjudged(r)]
+        if unjudged:
+            name, r = unjudged[0]
+            info["error"] = f"{name}: {r.info['error']}"
+            correct = None
         return RewardResult(float(score), correct, info)
+
+    def preflight(self) -> None:
+        """Every verifier's backend check (raises ``VerifierUnavailable`` naming the first)."""
+        for v in self.verifiers:
+            preflight(v)
+
+    def close(self) -> None:
+        """Release every verifier's resources (idempotent)."""
+        for v in self.verifiers:
+            close(v)
 
     def __call__(self, response: str, task: dict) -> RewardResult:
         parts = {i: safe_call(self.verifiers[i], response, task) for i in self._matched(task)}

@@ -95,3 +95,41 @@ def test_router_survives_a_raising_verifier(tmp_path, monkeypatch):
     out = router.batch(["\\boxed{1}"], [{"verifier": "math", "answer": "1"}])
     assert out[0].score == 1.0
     assert "KeyError" in out[0].info["parts"]["m1rl_bad_plugin:bad"]["info"]["error"]
+
+
+class _Flaky:
+    """A plug-in whose backend is down for every other sample; counts lifecycle calls."""
+
+    def __init__(self):
+        self.preflights = self.closes = 0
+
+    def __call__(self, response, task):
+        if task.get("down"):
+            return RewardResult(0.0, None, {"error": "backend down"})
+        return RewardResult(1.0, True, {})
+
+    def batch(self, responses, tasks):
+        return [self(r, t) for r, t in zip(responses, tasks, strict=True)]
+
+    def preflight(self):
+        self.preflights += 1
+
+    def close(self):
+        self.closes += 1
+
+
+def test_router_marks_unjudged_parts_and_reaches_every_verifier():
+    from rewards import is_unjudged
+
+    router = RewardRouter([{"name": "format", "weight": 0.5, "when": "*"},
+                           {"name": "tests.plugins:digit_count"}], default_route="tests.plugins:digit_count")
+    flaky = _Flaky()
+    router.verifiers[1] = flaky
+    ok, down = router.batch(["<think>.</think>\\boxed{1}"] * 2, [{}, {"down": True}])
+    assert (ok.score, ok.correct, is_unjudged(ok)) == (1.5, True, False)
+    assert down.correct is None and is_unjudged(down)
+    assert down.info["error"] == "tests.plugins:digit_count: backend down"
+    router.preflight()
+    router.close()
+    router.close()
+    assert (flaky.preflights, flaky.closes) == (1, 2)

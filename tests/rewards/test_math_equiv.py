@@ -1,4 +1,5 @@
-"""Math verifier: each answer category, fail-closed golds, the timeout path, no execution."""
+"""Math verifier: each answer category, fail-closed golds, bounded adversarial input, no execution.
+(Worker deadlines, hardening and the pool lifecycle: test_math_worker.py.)"""
 
 import time
 
@@ -96,35 +97,6 @@ def test_multiple_choice():
     assert v("The answer is B", {"answer": "C"}).score == 0.0
 
 
-def test_timeout_kills_worker_and_returns_not_equivalent():
-    clear_cache()
-    v = get_verifier("math", timeout=1.0)
-    t = time.monotonic()
-    r = v("\\boxed{((100!)!)!}", {"answer": "2"})
-    assert time.monotonic() - t < 5.0
-    assert r.score == 0.0 and r.correct is False
-    assert r.info["reason"] in ("timeout", "not_equivalent", "pred_unparseable")
-    # the pool still works afterwards
-    assert v("\\boxed{(x+1)^2}", {"answer": "x^2+2x+1"}).score == 1.0
-
-
-def test_hard_timeout_path_is_taken_for_a_stuck_worker():
-    from rewards.math.pool import WorkerPool
-
-    pool = WorkerPool(size=1)
-    try:
-        # a power tower that sympy tries to evaluate; the deadline is far below its cost
-        t = time.monotonic()
-        ok, reason = pool.compare("1", "9^{9^{9^{9}}} - 9^{9^{9^{9}}} + 1 + 10^{10^{7}}", 0.2)
-        elapsed = time.monotonic() - t
-        assert not ok and elapsed < 5.0
-        if reason == "timeout":
-            assert pool.restarts == 1
-        assert pool.compare("x^2+2x+1", "(x+1)^2", 5.0) == (True, "symbolic")
-    finally:
-        pool.close()
-
-
 ADVERSARIAL = [
     "\\boxed{9^{9^{9^{9^{9}}}}}", "\\boxed{(10^{9})!}", "\\boxed{" + "9" * 100_000 + "}",
     "\\boxed{" + "1+" * 50_000 + "1}", "\\boxed{" + "(" * 5000 + "1" + ")" * 5000 + "}",
@@ -150,20 +122,6 @@ def test_model_text_is_never_executed(tmp_path):
         for resp in (f"\\boxed{{{payload}}}", f"Final answer: {payload}", f"\\boxed{{{payload} + 1}}"):
             assert v(resp, {"answer": "0"}).score == 0.0
     assert not marker.exists()
-
-
-def test_worker_parsers_are_hardened():
-    from rewards.math import _worker
-
-    _worker.harden()
-    import latex2sympy2_extended.latex2sympy2 as l2s
-    import math_verify.parser as mvp
-
-    with pytest.raises(ValueError):
-        mvp.parse_expr_cached("__import__('os')")
-    assert str(l2s.convert_number("1,000")) == "1000"
-    with pytest.raises(ValueError):
-        _worker.safe_number("1+1")
 
 
 def test_batch_matches_single_calls_and_dedupes():

@@ -155,3 +155,45 @@ def test_math_equal_uses_the_fast_path_before_the_pool():
     clear_cache()
     assert math_equal("x^2+2x+1", "(x+1)^2", pool=NoPool()) == (True, "fast_symbolic")
     assert math_equal("[0,1)", "(0,1)", pool=NoPool()) == (False, "fast_not_equivalent")
+
+
+NESTED = "\\sum_{a=1}^{30}\\sum_{b=1}^{30} 1"  # 900 terms: under the 500-term limit of each \sum
+
+
+def test_evaluation_budget_is_shared_across_nested_sums(monkeypatch):
+    import rewards.math.fastparse as fp
+
+    assert structural_compare("900", NESTED) == (True, "fast_symbolic")
+    monkeypatch.setattr(fp, "MAX_STEPS", 500)  # fewer than the 900 terms need
+    assert structural_compare("900", NESTED) == (None, "")
+    assert structural_compare("3", "1+2") == (True, "fast_symbolic")  # small ones still decided
+
+
+def test_evaluation_budget_is_shared_across_the_pairs_of_a_set(monkeypatch):
+    import rewards.math.fastparse as fp
+
+    items = [f"\\sum_{{a=1}}^{{30}} {k}" for k in range(1, 11)]  # about 70 steps per pair
+    gold, pred = ", ".join(items), ", ".join(reversed(items))  # 55 pairs compared
+    assert structural_compare(gold, pred) == (True, "fast_symbolic")
+    monkeypatch.setattr(fp, "MAX_STEPS", 3000)
+    assert structural_compare(gold, pred) == (None, "")
+
+
+def test_wall_clock_guard_declines_a_comparison_that_runs_long(monkeypatch):
+    import rewards.math.fastparse as fp
+
+    monkeypatch.setattr(fp, "MAX_SECONDS", 0.0)
+    assert structural_compare("900", NESTED) == (None, "")
+    assert structural_compare("3", "1+2") == (True, "fast_symbolic")  # checked every 128 steps
+
+
+@pytest.mark.parametrize("pred", [
+    "\\sum_{a=1}^{400}\\sum_{b=1}^{400}\\sum_{c=1}^{400}1",  # 82 s before the global budget
+    "\\sum_{a=1}^{400}\\sum_{b=1}^{400} a b",
+    "\\sum_{a=1}^{400}\\sum_{b=1}^{400}\\sum_{c=1}^{400}\\sum_{d=1}^{400}\\sum_{e=1}^{400}(a+b+c+d+e)",
+    "\\sum_{k=1}^{n}\\sum_{j=1}^{400}\\sum_{i=1}^{400}(i+j+k)",  # at 4 points, with a symbol
+])
+def test_nested_sums_are_bounded(pred):
+    t = time.perf_counter()
+    assert structural_compare("1", pred) == (None, "")
+    assert time.perf_counter() - t < 0.1

@@ -171,7 +171,8 @@ def _parse_cached(text: str):
 
 def compare(gold: str, pred: str) -> tuple[bool, str]:
     """(equivalent, reason) with no deadline of its own. Reasons: "symbolic", "not_equivalent",
-    "gold_unparseable", "pred_unparseable"."""
+    "exactly_different" (math-verify said equal, sympy proves the values apart: see
+    :func:`provably_apart`), "gold_unparseable", "pred_unparseable"."""
     harden()
     from math_verify import verify
 
@@ -181,8 +182,58 @@ def compare(gold: str, pred: str) -> tuple[bool, str]:
     p = _parse(pred)
     if not p:
         return False, "pred_unparseable"
-    ok = verify(list(g), list(p), float_rounding=6, timeout_seconds=None)
-    return bool(ok), "symbolic" if ok else "not_equivalent"
+    if not verify(list(g), list(p), float_rounding=6, timeout_seconds=None):
+        return False, "not_equivalent"
+    if provably_apart(g[0], p[0], _decimals(pred) or _decimals(gold)):
+        return False, "exactly_different"
+    return True, "symbolic"
+
+
+_DECIMAL_LITERAL_RE = re.compile(r"[0-9]*\.([0-9]+)")
+_AUDIT_POINTS = ((7, 3), (-11, 5), (13, 7), (17, 11), (-19, 13), (23, 17))
+
+
+def _decimals(text: str) -> int:
+    """The most digits after a decimal point in ``text`` (0: no decimal literal)."""
+    return max((len(m.group(1)) for m in _DECIMAL_LITERAL_RE.finditer(text)), default=0)
+
+
+def provably_apart(gold, pred, decimals: int) -> bool:
+    """Whether sympy shows two values math-verify called equal to differ. math-verify's numeric
+    check chops differences below its 15 digits, so ``\\sqrt{2} + 10^{-30}`` and a 17-digit
+    fraction pass as ``\\sqrt{2}``. Here a bare decimal on either side is an approximation as far
+    as its ``decimals`` go (up to 6: math-verify's 6-decimal rounding stands; more: within half a
+    unit of the last decimal); otherwise the difference (symbols set to fixed rationals) is
+    evaluated to 50 significant digits by sympy's adaptive evalf, and a result that carries
+    significant digits means the values differ. Tuples, intervals and matrices are checked element by element; sets,
+    relations, percentages and values with different symbols keep math-verify's verdict."""
+    import sympy
+
+    if isinstance(gold, sympy.Tuple) and isinstance(pred, sympy.Tuple) and len(gold) == len(pred):
+        return any(provably_apart(a, b, decimals) for a, b in zip(gold, pred))
+    if isinstance(gold, sympy.Interval) and isinstance(pred, sympy.Interval):
+        return provably_apart(gold.start, pred.start, decimals) or provably_apart(gold.end, pred.end, decimals)
+    if isinstance(gold, sympy.MatrixBase) and isinstance(pred, sympy.MatrixBase) and gold.shape == pred.shape:
+        return any(provably_apart(a, b, decimals) for a, b in zip(gold, pred))
+    if not (isinstance(gold, sympy.Expr) and isinstance(pred, sympy.Expr)):
+        return False
+    if gold.free_symbols != pred.free_symbols:
+        return False  # equal by math-verify's symbol or text rules, not by value
+    diff = gold - pred
+    if gold.is_Float or pred.is_Float:
+        if decimals <= 6:
+            return False
+        value = diff.evalf(decimals + 20)
+        return bool(value.is_number and abs(value) > sympy.Rational(1, 2 * 10**decimals))
+    free = sorted(diff.free_symbols, key=str)
+    if len(free) > len(_AUDIT_POINTS):
+        return False
+    diff = diff.subs({s: sympy.Rational(*pt) for s, pt in zip(free, _AUDIT_POINTS)})
+    parts = diff.evalf(50).as_real_imag()
+    if not all(isinstance(x, sympy.Float) or x == 0 for x in parts):
+        return False  # not a plain number (percent forms, unevaluated pieces)
+    # a cancelled difference comes back with no significant bits (sympy's _prec of 1)
+    return any(isinstance(x, sympy.Float) and x._mpf_[1] != 0 and x._prec >= 20 for x in parts)
 
 
 def _on_alarm(signum, frame):

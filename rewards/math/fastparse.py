@@ -14,17 +14,28 @@
 The parser builds a small tuple tree; nothing is executed and no string reaches sympy. Values are
 compared exactly with :class:`fractions.Fraction` when both sides are rational, otherwise with
 complex floating point (for symbols: at fixed pseudo-random points, negative ones included),
-mirroring math-verify's rules (6-decimal rounding when one side is a bare decimal). Whatever is
-outside this core, too large, too deep, or numerically borderline makes it *decline*
-(``(None, "")``): the caller then uses the grammar in a worker process with its deadline.
+mirroring math-verify's rules. A decimal literal approximates only as far as its own digits go
+(``fastpath.decimal_match``). Whatever is outside this core, too large, too deep, or numerically
+borderline makes it *decline* (``(None, "")``): the caller then uses the grammar in a worker
+process with its deadline.
+
+Floats never decide equality on closeness alone. Each value carries a bound on its relative
+rounding error and the smallest relative effect any non-zero part of its expression has on it
+(:class:`Val`). The comparison declines when an error bound passes 1e-12 (precision lost: ``\\sin
+\\pi``), when some part moves the value by less than 1e-9 (a perturbation floats cannot see:
+``\\sqrt[10^{100}]{2}``, ``\\sqrt{2}+10^{-30}``), when a literal has more digits than a double
+holds, when a value underflows, or when a rational taller than 10^6 meets an irrational value.
+"Equal" then means within 32x the propagated error bounds (about 1e-14 relative for typical
+answers), "not equal" a relative difference above 1e-9; in between it declines.
 
 Bounds: ``MAX_CHARS`` (400) input characters, ``MAX_DEPTH`` (40) nesting, exact powers of at
 most ``MAX_POW_BITS`` bits, float magnitudes below ``1e250``, at most 500 terms per ``\\sum``.
 Evaluation is bounded across nesting: one comparison (``structural_compare`` or
 ``compare_values``, with every nested sum, every evaluation point and every pair of a set) spends
 at most ``MAX_STEPS`` (20,000) node evaluations and ``MAX_SECONDS`` (0.1 s) of wall clock; past
-either it declines. 20,000 steps take about 15 ms here (2-core VM), so that is the worst case of
-one in-process comparison; parsing is linear in the 400 characters.
+either it declines. 20,000 steps take about 45 ms here (2-core VM), so that, capped at 0.1 s
+under load, is the worst case of one in-process comparison; parsing is linear in the 400
+characters.
 """
 
 from __future__ import annotations
@@ -37,8 +48,9 @@ import re
 import time
 import zlib
 from fractions import Fraction
+from typing import NamedTuple
 
-from rewards.math.fastpath import balanced, clean
+from rewards.math.fastpath import balanced, clean, decimal_match, finite_decimal, round6
 
 __all__ = ["Refuse", "parse", "structural_compare", "MAX_CHARS", "MAX_DEPTH"]
 
@@ -50,7 +62,15 @@ MAX_MAGNITUDE = 1e250
 MAX_STEPS = 20_000  # node evaluations per comparison, across all nesting and all points
 MAX_SECONDS = 0.1  # wall-clock guard per comparison (a backstop: MAX_STEPS binds first)
 FLOAT_EXACT_LIMIT = 1e12  # beyond this, floats cannot tell n from n+1: decline
-EQ_TOL, NE_TOL = 1e-10, 1e-7
+# float evaluation (see ``Val``): what a value must satisfy to be compared at all
+EPS = 2.0**-52
+REL_ERR_MAX = 1e-12  # bound on the relative rounding error of a value
+INFLUENCE_MIN = 1e-9  # every non-zero part must move the value by at least this, relatively
+MAX_FLOAT_HEIGHT = 10**15  # a literal needing more digits than a double holds is not floated
+MAX_RATIONAL_VS_FLOAT = 10**6  # a rational taller than this is not float-compared to an irrational
+TINY = 1e-250
+EQ_SLACK = 32  # equal: the difference is within 32x the propagated error bounds
+NE_TOL = 1e-9  # not equal: the values differ by more than this, relatively
 
 
 class Refuse(Exception):
@@ -377,7 +397,7 @@ class _Parser:
         kind, tok = self.take()
         self._last_kind = kind
         if kind == "num":
-            return ("num", Fraction(tok), "." in tok)
+            return ("num", Fraction(tok), len(tok) - tok.index(".") - 1 if "." in tok else 0)
         if kind == "letter":
             return self.letter(tok)
         if kind == "begin":
@@ -742,83 +762,191 @@ def exact(node) -> Fraction | None:
 _FN = {"sin": cmath.sin, "cos": cmath.cos, "tan": cmath.tan, "ln": cmath.log, "exp": cmath.exp,
        "sec": lambda z: 1 / cmath.cos(z), "csc": lambda z: 1 / cmath.sin(z),
        "cot": lambda z: 1 / cmath.tan(z)}
+# f'(z) / f(z): the relative condition number of f at z is |z f'(z) / f(z)|
+_DLOG = {"sin": lambda z: cmath.cos(z) / cmath.sin(z), "cos": lambda z: -cmath.tan(z),
+         "tan": lambda z: 1 / (cmath.sin(z) * cmath.cos(z)), "exp": lambda z: 1,
+         "ln": lambda z: 1 / (z * cmath.log(z)), "sec": cmath.tan,
+         "csc": lambda z: -cmath.cos(z) / cmath.sin(z), "cot": lambda z: -1 / (cmath.sin(z) * cmath.cos(z))}
+_AT_ZERO = {"sin": 0, "tan": 0, "cos": 1, "sec": 1, "exp": 1}  # f(0) where it is exact
 
 
-def approx(node, env: dict[str, complex]) -> complex:
-    """Complex value at ``env``; ZeroDivisionError / ValueError mark a bad point; Refuse on size."""
+class Val(NamedTuple):
+    """A float value ``z`` with a bound ``err`` on its relative error (0: exact) and ``infl``: the
+    smallest relative effect that any non-zero part of its expression has on it. A value 0 is
+    always exact (an inexact zero is refused where it would arise)."""
+
+    z: complex
+    err: float = 0.0
+    infl: float = 1.0
+
+
+_ZERO, _ONE = Val(0j), Val(1 + 0j)
+
+
+def approx(node, env: dict[str, complex]) -> Val:
+    """The value at ``env``; ZeroDivisionError / ValueError mark a bad point; Refuse on size,
+    on lost precision, and on a part too small to change the value (a perturbation)."""
     _tick()
-    tag = node[0]
-    if tag == "num":
-        return complex(node[1])
-    if tag == "sym":
-        return env[node[1]]
-    if tag == "idx":  # a_k: a fixed pseudo-random function of (name, k)
-        k = approx(node[2], env)
-        key = f"{node[1]}|{round(k.real, 9):.9g}|{round(k.imag, 9):.9g}".encode()
-        return complex(0.5 + (zlib.crc32(key) % 100003) / 50001.5)
-    if tag == "abs":
-        return complex(abs(approx(node[1], env)))
-    if tag == "sum":
-        return _approx_sum(node, env)
-    if tag == "const":
-        return complex(math.pi if node[1] == "pi" else math.e)
-    if tag == "inf":
-        raise Refuse("infinity in arithmetic")
-    if tag == "neg":
-        return -approx(node[1], env)
-    if tag == "add":
-        out = sum((approx(t, env) for t in node[1]), 0j)
-    elif tag == "mul":
-        out = 1 + 0j
-        for t in node[1]:
-            out *= approx(t, env)
-    elif tag == "div":
-        out = approx(node[1], env) / approx(node[2], env)
-    elif tag == "sqrt":
-        out = cmath.sqrt(approx(node[1], env))
-    elif tag == "pow":
-        b, e = approx(node[1], env), approx(node[2], env)
-        if abs(e) > 1e4:
-            raise Refuse("exponent too large")
-        try:
-            if e.imag == 0 and e.real == int(e.real):
-                out = b ** int(e.real)
-            else:
-                out = b**e
-        except OverflowError as exc:
-            raise Refuse("overflow") from exc
-    elif tag == "fn":
-        arg = approx(node[2], env)
-        if abs(arg) > 1e6:
-            raise Refuse("huge function argument")
-        try:
-            out = _FN[node[1]](arg)
-        except OverflowError as exc:
-            raise Refuse("overflow") from exc
-    else:
-        raise Refuse(f"unknown node {tag}")
-    if not (abs(out) < MAX_MAGNITUDE):  # also catches nan
+    handler = _APPROX.get(node[0])
+    if handler is None:
+        raise Refuse(f"unknown node {node[0]}")
+    v = handler(node, env)
+    if not abs(v.z) < MAX_MAGNITUDE:  # also nan
         raise Refuse("magnitude")
-    return out
+    if v.z != 0 and abs(v.z) < TINY:
+        raise Refuse("underflow")
+    if v.err > REL_ERR_MAX:
+        raise Refuse("precision lost")
+    if v.infl < INFLUENCE_MIN:
+        raise Refuse("a part too small to change the value")
+    return v
 
 
-def _as_int(z: complex) -> int:
-    if abs(z.imag) > 1e-9 or abs(z.real - round(z.real)) > 1e-9:
+def _num(node, env) -> Val:
+    q = node[1]
+    try:
+        f = float(q)
+    except OverflowError as exc:
+        raise Refuse("overflow") from exc
+    if Fraction(f) == q:
+        return Val(complex(f))
+    if max(abs(q.numerator), q.denominator) > MAX_FLOAT_HEIGHT:
+        raise Refuse("more digits than a float holds")
+    return Val(complex(f), EPS)
+
+
+def _idx(node, env) -> Val:
+    """a_k: a fixed pseudo-random function of (name, k); k must be known exactly."""
+    k = approx(node[2], env)
+    if k.err * abs(k.z) > 1e-10:
+        raise Refuse("inexact index")
+    key = f"{node[1]}|{round(k.z.real, 9):.9g}|{round(k.z.imag, 9):.9g}".encode()
+    return Val(complex(0.5 + (zlib.crc32(key) % 100003) / 50001.5))
+
+
+def _sum_of(vals: list[Val]) -> Val:
+    z = complex(math.fsum(v.z.real for v in vals), math.fsum(v.z.imag for v in vals))
+    scale = sum(abs(v.z) for v in vals)
+    if scale == 0:
+        return _ZERO
+    abs_err = sum(abs(v.z) * v.err for v in vals) + EPS * abs(z)
+    if z == 0:
+        if abs_err:
+            raise Refuse("cancellation")
+        return _ZERO  # exact terms that cancel exactly (fsum is exactly rounded)
+    infl = min(abs(v.z) / abs(z) * v.infl for v in vals if v.z != 0)
+    return Val(z, abs_err / abs(z), infl)
+
+
+def _mul(node, env) -> Val:
+    vals = [approx(t, env) for t in node[1]]
+    if any(v.z == 0 for v in vals):
+        return _ZERO
+    z = 1 + 0j
+    for v in vals:
+        z *= v.z
+    if z == 0:
+        raise Refuse("underflow")
+    return Val(z, sum(v.err for v in vals) + len(vals) * EPS, min(v.infl for v in vals))
+
+
+def _div(node, env) -> Val:
+    a, b = approx(node[1], env), approx(node[2], env)
+    if b.z == 0:
+        raise ZeroDivisionError("division by zero")
+    if a.z == 0:
+        return _ZERO
+    z = a.z / b.z
+    if z == 0:
+        raise Refuse("underflow")
+    return Val(z, a.err + b.err + EPS, min(a.infl, b.infl))
+
+
+def _sqrt(node, env) -> Val:
+    v = approx(node[1], env)
+    return _ZERO if v.z == 0 else Val(cmath.sqrt(v.z), v.err / 2 + EPS, v.infl / 2)
+
+
+def _pow(node, env) -> Val:
+    b, e = approx(node[1], env), approx(node[2], env)
+    if abs(e.z) > 1e4:
+        raise Refuse("exponent too large")
+    if e.z == 0 or (b.z == 1 and b.err == 0):
+        return _ONE
+    if b.z == 0:
+        if e.z.imag == 0 and e.z.real > 0:
+            return _ZERO
+        raise ZeroDivisionError("zero to a non-positive power")
+    integral = e.err == 0 and e.z.imag == 0 and e.z.real == int(e.z.real)
+    try:
+        z = b.z ** int(e.z.real) if integral else b.z ** e.z
+    except OverflowError as exc:
+        raise Refuse("overflow") from exc
+    if z == 0:
+        raise Refuse("underflow")
+    lam_b, lam_e = abs(e.z), abs(e.z * cmath.log(b.z))  # relative effect of base and exponent
+    infl = lam_b * b.infl if integral else min(lam_b * b.infl, lam_e * e.infl)
+    return Val(z, lam_b * (b.err + EPS) + lam_e * e.err + 4 * EPS, infl)
+
+
+def _fn(node, env) -> Val:
+    name, arg = node[1], approx(node[2], env)
+    if abs(arg.z) > 1e6:
+        raise Refuse("huge function argument")
+    if arg.z == 0:
+        if name not in _AT_ZERO:
+            raise ZeroDivisionError(f"{name}(0)")
+        return Val(complex(_AT_ZERO[name]))
+    if name == "ln" and arg.z == 1 and arg.err == 0:
+        return _ZERO
+    try:
+        z = _FN[name](arg.z)
+        kappa = abs(arg.z * _DLOG[name](arg.z))
+    except OverflowError as exc:
+        raise Refuse("overflow") from exc
+    if z == 0:
+        raise Refuse("underflow")
+    return Val(z, kappa * arg.err + 8 * EPS, kappa * arg.infl)
+
+
+def _bound(node, env) -> int:
+    x = exact(node)
+    if x is not None:
+        if x.denominator != 1:
+            raise ValueError("non-integer summation bound")
+        return x.numerator
+    v = approx(node, env)
+    if v.z.imag != 0 or v.z.real != round(v.z.real) or v.err * abs(v.z) > 1e-6:
         raise ValueError("non-integer summation bound")
-    return int(round(z.real))
+    return int(round(v.z.real))
 
 
-def _approx_sum(node, env: dict[str, complex]) -> complex:
-    _, var, lo, hi = node[:4]
-    a, b = _as_int(approx(lo, env)), _as_int(approx(hi, env))
+def _approx_sum(node, env) -> Val:
+    _, var, lo, hi, body = node
+    a, b = _bound(lo, env), _bound(hi, env)
     if b - a > _MAX_SUM_TERMS:
         raise Refuse("long sum")
     inner = dict(env)
-    out = 0j
+    terms = []
     for k in range(a, b + 1):
         inner[var] = complex(k)
-        out += approx(node[4], inner)
-    return out
+        terms.append(approx(body, inner))
+    return _sum_of(terms) if terms else _ZERO
+
+
+def _inf(node, env) -> Val:
+    raise Refuse("infinity in arithmetic")
+
+
+_APPROX = {
+    "num": _num, "idx": _idx, "sum": _approx_sum, "inf": _inf, "mul": _mul, "div": _div,
+    "sqrt": _sqrt, "pow": _pow, "fn": _fn,
+    "sym": lambda node, env: Val(env[node[1]]),
+    "const": lambda node, env: Val(complex(math.pi if node[1] == "pi" else math.e), EPS),
+    "neg": lambda node, env: (lambda v: Val(-v.z, v.err, v.infl))(approx(node[1], env)),
+    "abs": lambda node, env: (lambda v: Val(complex(abs(v.z)), v.err + EPS, v.infl))(approx(node[1], env)),
+    "add": lambda node, env: _sum_of([approx(t, env) for t in node[1]]),
+}
 
 
 def _has_sum(node) -> bool:
@@ -871,20 +999,24 @@ def _envs(a, b, count: int = 4):
             yield {s: complex(_POINTS[(k + 3 * j) % len(_POINTS)] + 0.1 * j) for j, s in enumerate(syms)}
 
 
-def _close(a: complex, b: complex) -> bool | None:
-    scale = max(1.0, abs(a), abs(b))
-    d = abs(a - b)
-    if d <= EQ_TOL * scale:
+def _close(a: Val, b: Val) -> bool | None:
+    """Equal within the propagated error bounds (True), clearly apart (False), or undecided."""
+    if a.z == 0 or b.z == 0:
+        return a.z == b.z  # zeros are exact and a non-zero value is known to 1e-12
+    m = max(abs(a.z), abs(b.z))
+    d = abs(a.z - b.z)
+    if d <= EQ_SLACK * (a.err * abs(a.z) + b.err * abs(b.z)) + 4 * EPS * m:
         return True
-    if d > NE_TOL * scale:
+    if d > NE_TOL * m:
         return False
     return None
 
 
-def _is_float_atom(node) -> bool:
+def _decimals(node) -> int | None:
+    """The number of decimals of a decimal literal (``-0.25``: 2), else None."""
     while node[0] == "neg":
         node = node[1]
-    return node[0] == "num" and bool(node[2])
+    return node[2] if node[0] == "num" and node[2] else None
 
 
 def _is_inf(node) -> int:
@@ -895,54 +1027,75 @@ def _is_inf(node) -> int:
 
 
 def expr_equal(a, b) -> bool | None:
-    """math-verify's expression equality on trees: True, False, or None (undecided)."""
+    """math-verify's expression equality on trees (``a`` the gold): True, False, or None."""
     ia, ib = _is_inf(a), _is_inf(b)
     if ia or ib:
         return ia == ib
-    syms = sorted(symbols(a) | symbols(b))
-    if not syms:
-        xa, xb = exact(a), exact(b)
-        if _is_float_atom(a) or _is_float_atom(b):
-            va = xa if xa is not None else _real(approx(a, {}))
-            vb = xb if xb is not None else _real(approx(b, {}))
-            if va is None or vb is None:
-                return None
-            return _round6(va) == _round6(vb) if _round6(va) is not None and _round6(vb) is not None else None
-        if xa is not None and xb is not None:
-            return xa == xb
-        va, vb = approx(a, {}), approx(b, {})
-        if max(abs(va), abs(vb)) > FLOAT_EXACT_LIMIT:
-            return None
-        return _close(va, vb)
+    if not (symbols(a) | symbols(b)):
+        return _constants_equal(a, b)
     verdicts = []
     for env in _envs(a, b):
         try:
             va, vb = approx(a, env), approx(b, env)
         except (ZeroDivisionError, ValueError):
             continue
-        if max(abs(va), abs(vb)) > FLOAT_EXACT_LIMIT:
+        if max(abs(va.z), abs(vb.z)) > FLOAT_EXACT_LIMIT:
             return None
         verdicts.append(_close(va, vb))
     if len(verdicts) < 2:
         return None
-    if False in verdicts:
-        return False
-    if None in verdicts:
+    return _all(verdicts)
+
+
+def _constants_equal(a, b) -> bool | None:
+    xa, xb = exact(a), exact(b)
+    da, db = _decimals(a), _decimals(b)
+    if da is not None or db is not None:
+        return _decimal_equal(a, xa, da, b, xb, db)
+    if xa is not None and xb is not None:
+        return xa == xb
+    x = xa if xa is not None else xb
+    if x is not None and max(abs(x.numerator), x.denominator) > MAX_RATIONAL_VS_FLOAT:
+        return None  # a tall rational can sit as close as it likes to an irrational value
+    va, vb = approx(a, {}), approx(b, {})
+    if max(abs(va.z), abs(vb.z)) > FLOAT_EXACT_LIMIT:
         return None
-    return True
+    return _close(va, vb)
 
 
-def _real(z: complex) -> float | None:
-    return z.real if abs(z.imag) <= 1e-12 * max(1.0, abs(z.real)) else None
+def _decimal_equal(a, xa, da, b, xb, db) -> bool | None:
+    """A decimal literal on either side (``a`` the gold): the predicted decimal's own digits
+    decide (``fastpath.decimal_match``); a decimal gold reads a non-decimal prediction."""
+    if db is not None:
+        dec, k, other, other_exact = xb, db, a, xa
+    elif xb is not None and finite_decimal(xb):
+        return xa == xb  # a terminating rational is a decimal in disguise: exact only
+    else:
+        dec, k, other, other_exact = xa, da, b, xb
+    if other_exact is not None:
+        return decimal_match(dec, k, other_exact)
+    v = approx(other, {})
+    if abs(v.z.imag) > v.err * abs(v.z):
+        return False  # a complex value is no decimal
+    return _decimal_match_float(dec, k, v.z.real, v.err * abs(v.z))
 
 
-def _round6(v) -> Fraction | None:
-    """v rounded to 6 decimals; None on a rounding boundary (where float error could flip it)."""
-    x = Fraction(v) * 10**6
-    frac = x - math.floor(x)
-    if not isinstance(v, Fraction) and abs(frac - Fraction(1, 2)) < Fraction(1, 10**6):
-        return None
-    return Fraction(math.floor(x + Fraction(1, 2)), 10**6)
+def _decimal_match_float(dec: Fraction, k: int, value: float, abs_err: float) -> bool | None:
+    """``decimal_match`` against a float known to ``abs_err``; None where that error could flip it."""
+    if k <= 6:
+        x = Fraction(value) * 10**6
+        frac = x - math.floor(x)
+        if abs(frac - Fraction(1, 2)) <= Fraction(abs_err) * 10**6 * 4 + Fraction(1, 10**9):
+            return None  # on a rounding boundary
+        return round6(dec) == Fraction(math.floor(x + Fraction(1, 2)), 10**6)
+    half = Fraction(1, 2 * 10**k)
+    err = Fraction(abs_err) * 4
+    if err * 100 > half:
+        return None  # floats do not carry that many digits of this value
+    d = abs(Fraction(value) - dec)
+    if d <= half - err:
+        return True
+    return False if d > half + err else None
 
 
 # --------------------------------------------------------------------------- structures
@@ -1027,13 +1180,13 @@ def _proportional(a, b) -> float | None:
             va, vb = approx(a, env), approx(b, env)
         except (ZeroDivisionError, ValueError):
             continue
-        if abs(vb) < 1e-9 or abs(va) < 1e-9 or max(abs(va), abs(vb)) > FLOAT_EXACT_LIMIT:
+        if va.z == 0 or vb.z == 0 or max(abs(va.z), abs(vb.z)) > FLOAT_EXACT_LIMIT:
             return None
-        ratios.append(va / vb)
-    if len(ratios) < 3 or any(abs(r.imag) > 1e-9 for r in ratios):
+        ratios.append(Val(va.z / vb.z, va.err + vb.err + EPS))
+    if len(ratios) < 3 or any(abs(r.z.imag) > 1e-9 for r in ratios):
         return None
     if all(_close(r, ratios[0]) is True for r in ratios):
-        return ratios[0].real
+        return ratios[0].z.real
     return None
 
 
@@ -1080,10 +1233,10 @@ def _pieces(x: Struct) -> list | None:
             elif symbols(e):
                 return None
             else:
-                v = _real(approx(e, {}))
-                if v is None:
+                v = approx(e, {}).z
+                if abs(v.imag) > 1e-12 * abs(v):
                     return None
-                ends.append(v)
+                ends.append(v.real)
         if not ends[0] < ends[1]:
             return None
         out.append((ends[0], ends[1], piece))

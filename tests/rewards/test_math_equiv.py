@@ -134,3 +134,22 @@ def test_batch_matches_single_calls_and_dedupes():
     assert v("\\boxed{4}", {"answer": "4"}).info["extracted"] == "4"  # cached copies are independent
     with pytest.raises(ValueError):
         v.batch(["a"], [])
+
+
+@pytest.mark.parametrize("gold,pred,expected", [
+    # a decimal is an approximation only as far as its own digits go
+    ("1", "1.0000000001", (False, "numeric_mismatch")), ("1", "0.99999999999999999999", (False, "numeric_mismatch")),
+    ("1", "1.0000001", (False, "numeric_mismatch")), ("0.5", "0.5000000000000001", (False, "numeric_mismatch")),
+    ("\\frac{1}{3}", "0.3333333333", (True, "numeric")), ("\\frac{1}{3}", "0.333333", (True, "numeric")),
+    ("\\frac{1}{12}", "0.0833333333", (True, "numeric")), ("\\frac{1}{3}", "0.3333333", (True, "numeric")),
+    ("\\frac{2}{3}", "0.66666666", (False, "numeric_mismatch")),  # truncated, not rounded
+    # integers and fractions are exact; a decimal gold reads a non-terminating fraction
+    ("1", "\\frac{100000000000000000001}{100000000000000000000}", (False, "numeric_mismatch")),
+    ("1", "1000000001/1000000000", (False, "numeric_mismatch")), ("\\frac{1}{3}", "333333/1000000", (False, "numeric_mismatch")),
+    ("0.333333", "\\frac{1}{3}", (True, "numeric")), ("2.5", "2500000000001/1000000000000", (False, "numeric_mismatch")),
+    ("2.5", "\\frac{5}{2}", (True, "numeric")),
+    # only ASCII digits are digits
+    ("1", "１", (False, "non_ascii_digits")), ("1", "١", (False, "non_ascii_digits")), ("7", "𝟕", (False, "non_ascii_digits")),
+])
+def test_numbers_are_exact_and_decimals_count_their_digits(gold, pred, expected):
+    assert fast_compare(gold, pred) == expected

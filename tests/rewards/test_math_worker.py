@@ -140,6 +140,35 @@ def test_hard_deadline_kills_a_worker_that_does_not_answer():
         pool.close()
 
 
+# -- exactness audit of math-verify's "equal" ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def one_worker():
+    pool = WorkerPool(size=1)
+    yield pool
+    pool.close()
+
+
+@pytest.mark.parametrize("gold,pred", [
+    ("\\sqrt{2}", "\\sqrt{2}+10^{-30}"), ("\\pi", "\\pi+10^{-20}"), ("\\sqrt{2}", "\\sqrt{2}+10^{-1000}\\pi"),
+    ("\\sqrt{2}", "\\frac{14142135623730951}{10^{16}}"), ("\\sqrt{2}", "\\sqrt{2.00000000000000000001}"),
+    ("x\\sqrt{2}", "x(\\sqrt{2}+10^{-30})"), ("(\\sqrt{2}, 1)", "(\\sqrt{2}+10^{-30}, 1)"),
+    ("\\pi", "3.1415926"),  # 7 decimals: must be the correctly rounded 3.1415927
+])
+def test_worker_rejects_what_math_verify_calls_equal_only_by_chopping_digits(one_worker, gold, pred):
+    assert one_worker.compare(gold, pred, 10.0) == (False, "exactly_different")
+
+
+@pytest.mark.parametrize("gold,pred", [
+    ("\\sqrt{3}+\\sqrt{2}", "\\sqrt{5+2\\sqrt{6}}"), ("0", "\\sin(\\pi)"), ("1", "\\sin^2 x+\\cos^2 x"),
+    ("\\frac{5\\sqrt{42}}{27}", "\\frac{10\\sqrt{10.5}}{27}"), ("28\\%", "28"), ("\\frac{1}{12}", "0.0833333333333333"),
+    ("\\pi", "3.141593"), ("\\tan^2(y)+1", "\\sec^2(y)"),
+    ("\\text{odd}", "odd"),  # equal as text: symbols differ, the audit leaves it
+])
+def test_worker_audit_keeps_true_equalities(one_worker, gold, pred):
+    assert one_worker.compare(gold, pred, 10.0) == (True, "symbolic")
+
+
 # -- only verdicts are cached ---------------------------------------------------------------
 
 @pytest.mark.parametrize("failure", [(None, "timeout"), (None, "soft_timeout"), (None, "memory"),

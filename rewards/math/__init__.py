@@ -7,25 +7,56 @@
 
 Pipeline for one response: extract the answer (``rewards.extract``), then
 1. fast paths in this process: normalised string match, exact number comparison with
-   ``fractions.Fraction`` (no sympy), and an LRU cache of earlier (gold, answer) verdicts;
+   ``fractions.Fraction`` (no sympy), in-process refusals (unbalanced braces, Python-shaped
+   text, non-ASCII digits), and an LRU cache of earlier (gold, answer) verdicts;
 2. a small bounded parser for common shapes (``rewards.math.fastparse``: expressions, tuples,
    intervals, sets, lists, equations, inequalities, matrices) compared exactly or at fixed
    numeric points, in this process; it declines whatever it does not fully understand;
 3. otherwise a symbolic comparison (LaTeX grammar -> sympy, math-verify's comparison rules:
-   sets, intervals, tuples, matrices, equations, inequalities, numeric tolerance) in a worker
-   process that is killed when it passes the deadline: the result is then "not equivalent" with
-   ``info["reason"] == "timeout"``.
+   sets, intervals, tuples, matrices, equations, inequalities, numeric tolerance, then an
+   exactness audit of its "equal") in a worker process with a soft and a hard deadline.
 
-Model text is never executed: no ``eval``, and no ``sympify``/``parse_expr`` on text (see
-``rewards.math._worker.harden``). A gold answer that cannot be parsed fails closed: score 0,
-``correct=None``, ``info["reason"] == "gold_unparseable"``.
+Threat model. Responses come from the policy under training, an optimiser for this score: they
+are hostile input, and the gold answer is trusted dataset text. Defended:
+
+- execution: model text is never executed and never reaches ``eval``/``sympify``/``parse_expr``
+  (``_worker.harden`` patches the libraries' string paths, pinned to the versions it is written
+  for, and fails closed when a patch target is missing); Python-shaped answers are judged
+  "not equal" without a worker (``info["reason"] == "code_shaped"``);
+- false positives: numeric closeness never decides equality (fastparse's error and influence
+  bounds; decimals count as far as their digits; the worker audits math-verify's chopping
+  comparison), so ``\\sqrt[10^{100}]{2}`` is not ``1``; unbalanced text is no answer; hedges
+  ("1 or 2", two boxes joined by "or") are lists and never equal a single gold; lenient
+  extraction takes answers only from answer-shaped text (see ``rewards.extract``);
+- time and memory: extraction and fast paths are linear; the in-process parser reads at most
+  400 characters and spends at most 20,000 node evaluations or 0.1 s per comparison (measured
+  worst case about 45 ms on this 2-core VM); answers over 2,000 characters are refused; the
+  worker has 2 GiB of address space, a soft deadline at 80% of ``timeout`` and a SIGKILL at
+  ``timeout`` (3 s by default): a check never takes longer than ``timeout`` once a worker is up;
+- silent zeros: a result is cached only when it is a verdict about the answer. A timeout or a
+  memory limit scores 0 with ``correct=None`` and ``info["reason"]`` ("timeout",
+  "soft_timeout", "memory"), not cached; a backend failure (worker died or failed to start,
+  math-verify missing, hardening refused) is *unjudged* (``correct=None``, ``info["error"]``),
+  never cached, counted by the run as a verifier error. ``preflight()`` checks the pinned
+  versions and that a worker answers a known pair; a gold answer that cannot be parsed fails
+  closed (score 0, ``correct=None``, ``info["reason"] == "gold_unparseable"``).
+
+Not defended: an answer that is mathematically equal to the gold by a route the parsers do not
+know is scored 0 (false negatives are possible; false positives are what this guards);
+math-verify's own rules for sets and relations (the audit checks numbers, tuples, intervals and
+matrices); a policy that spends every check's full deadline slows scoring by at most
+``timeout`` per distinct answer (identical answers are scored once).
 
 Options (``get_verifier("math", **options)``):
-    extract: "boxed" (default; last ``\\boxed{}``) | "lenient" (also answer phrases, last math,
-        last number, multiple-choice letters)
+    extract: "boxed" (default; last ``\\boxed{}``) | "lenient" (also answer phrases, whole-
+        response answers, final math, the final sentence's number, multiple-choice letters)
     require_think_close: only text after ``</think>`` counts (default False)
     timeout: hard wall-clock seconds per symbolic comparison (default 3.0)
-    max_workers: threads used by ``batch`` (default: the worker pool size)
+    max_workers: threads used by ``batch`` (default: the pool size)
+    workers: None (default: the shared worker pool, leased) or the size of a pool of its own
+
+Lifecycle: ``close()`` stops an own pool or gives the lease on the shared one back (the last
+lease back stops the shared pool); ``preflight()`` raises ``VerifierUnavailable``.
 """
 
 from __future__ import annotations
@@ -45,7 +76,13 @@ from rewards.base import (
     is_unjudged,
     register_verifier,
 )
-from rewards.extract import MAX_ANSWER_CHARS, extract_answer, extract_choice, last_boxed
+from rewards.extract import (
+    MAX_ANSWER_CHARS,
+    extract_answer,
+    extract_choice,
+    last_boxed,
+    looks_like_code,
+)
 from rewards.math._worker import backend_problems
 from rewards.math.fastparse import structural_compare
 from rewards.math.fastpath import clean, fast_compare, unwrap
@@ -103,6 +140,8 @@ def _judge(gold: str, pred: str, timeout: float, get_pool: Callable[[], WorkerPo
     if hit is not None:
         return hit
     decision, reason = fast_compare(gold, pred)
+    if decision is None and looks_like_code(pred) and not looks_like_code(gold):
+        decision, reason = False, "code_shaped"  # Python/path text is no math answer
     if decision is None:
         decision, reason = structural_compare(gold, pred)
     if decision is None:

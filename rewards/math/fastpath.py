@@ -215,6 +215,8 @@ def fast_compare(gold: str, pred: str) -> tuple[bool | None, str]:
         return False, "gold_unparseable"
     if g == p:
         return True, "exact"
+    if not balanced(p):
+        return False, "pred_unbalanced"  # unclosed braces are no answer (a \\frac{ flood ending in 1)
     if _NON_ASCII_DIGIT_RE.search(p) and not _NON_ASCII_DIGIT_RE.search(g):
         return False, "non_ascii_digits"
     gn = read_number(g)

@@ -153,3 +153,19 @@ def test_batch_matches_single_calls_and_dedupes():
 ])
 def test_numbers_are_exact_and_decimals_count_their_digits(gold, pred, expected):
     assert fast_compare(gold, pred) == expected
+
+
+class NoPool:
+    def compare(self, *args):
+        raise AssertionError("worker pool used")
+
+
+@pytest.mark.parametrize("gold,pred,expected", [
+    ("1", "\\frac{" * 50 + "1", (False, "pred_unbalanced")), ("1", "1}", (False, "pred_unbalanced")),
+    ("0", "__import__('os').system('ls')", (False, "code_shaped")), ("0", "(lambda: 0)()", (False, "code_shaped")),
+    ("0", "().__class__.__bases__[0]", (False, "code_shaped")), ("2", "os.getpid(2)", (False, "code_shaped")),
+    ("0", "exec('0')", (False, "code_shaped")),
+])
+def test_malformed_or_code_shaped_answers_are_judged_in_process(gold, pred, expected):
+    clear_cache()
+    assert math_equal(gold, pred, pool=NoPool()) == expected

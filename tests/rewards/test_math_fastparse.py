@@ -196,7 +196,7 @@ def test_wall_clock_guard_declines_a_comparison_that_runs_long(monkeypatch):
 def test_nested_sums_are_bounded(pred):
     t = time.perf_counter()
     assert structural_compare("1", pred) == (None, "")
-    assert time.perf_counter() - t < 0.1
+    assert time.perf_counter() - t < 0.5  # the 0.1 s clock guard, with room for a loaded machine
 
 
 # a perturbation floats cannot see, precision lost on the way, a literal or rational too tall for

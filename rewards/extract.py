@@ -138,13 +138,14 @@ _MATH_SPAN_RE = re.compile(
 )
 _WHOLE_MATH_RE = re.compile(r"\$\$(.+)\$\$|\$([^$]+)\$|\\\((.+)\\\)|\\\[(.+)\\\]", re.DOTALL)
 # A number standing on its own: not part of a word, an identifier, a path, a version, a date, a
-# quoted string or a call's argument (pytest-0, file_0, /tmp/0/, v1.2, 2024-01-05, '0', exit(0));
+# quoted string, a call's argument or a script (pytest-0, file_0, /tmp/0/, v1.2, 2024-01-05, '0',
+# exit(0), x_{3}, x^2);
 # a leading minus only where it cannot be a hyphen. Digits are ASCII. A unit may follow
 # ("1,000.99m²", "5 cm"), a lone letter may not ("2x").
 _NUM_BODY = r"(?:[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)(?:[.,][0-9]+)?(?:\s*/\s*[0-9]+)?|\.[0-9]+"
 _NUMBER_RE = re.compile(
     r"\\[dtc]?frac\{-?[0-9]+\}\{[0-9]+\}"
-    r"|(?<![A-Za-z0-9_]\()(?:(?<![A-Za-z0-9_)\]}.\\/'\"`-])-|(?<![A-Za-z0-9_.\\/'\"`-]))"
+    r"|(?<![A-Za-z0-9_]\()(?<![_^]\{)(?:(?<![A-Za-z0-9_)\]}.\\/'\"`^-])-|(?<![A-Za-z0-9_.\\/'\"`^-]))"
     rf"(?:{_NUM_BODY})(?![0-9_\\/'\"`(]|[.,-][0-9]|[A-Za-z](?![A-Za-z²³]))\s*(?:%|\\%)?"
 )
 # Python-shaped text: dunders, calls with string arguments, attribute calls, code keywords
@@ -229,6 +230,15 @@ def _hedge(line: str) -> str | None:
     return None
 
 
+def _span_hedge(line: str) -> str | None:
+    """"$1$ or $2$": the math spans offered as alternatives, as one list answer."""
+    found = list(_MATH_SPAN_RE.finditer(line))
+    for a, b in zip(found, found[1:]):
+        if _HEDGE_RE.match(line[a.end():b.start()]):
+            return ", ".join(next(g for g in m.groups() if g is not None).strip() for m in found)
+    return None
+
+
 def _number_of(line: str, which: int) -> str | None:
     """The first (``which=0``) or last (-1) standalone number of an answer line, the hedge's
     list if the line hedges, None if the line is code or malformed."""
@@ -261,9 +271,12 @@ def _after_phrase(text: str) -> str | None:
     tail = text[matches[-1].end():][:MAX_ANSWER_CHARS]
     tail = _TRAILING_JUNK_RE.sub("", tail)
     spans = _math_spans(tail)
+    line = re.split(r"\n|(?<=[^\d\s])\.(?:\s|$)|。", tail, maxsplit=1)[0].strip().rstrip(".").strip()
+    hedge = _span_hedge(line)
+    if hedge is not None:
+        return hedge
     if spans and tail.lstrip()[:1] in ("$", "\\"):
         return _answer_shaped(spans[0])
-    line = re.split(r"\n|(?<=[^\d\s])\.(?:\s|$)|。", tail, maxsplit=1)[0].strip().rstrip(".").strip()
     if not line:
         return None
     if looks_like_math(line) and not _hedge(line):
@@ -272,9 +285,15 @@ def _after_phrase(text: str) -> str | None:
 
 
 def _final_sentence(text: str) -> str | None:
+    """The last sentence, if it is a sentence: some words, at most ``MAX_ANSWER_CHARS``."""
     tail = _TRAILING_JUNK_RE.sub("", text[-20000:])
     pieces = [p for p in _SENTENCE_END_RE.split(tail) if p and p.strip()]
-    return pieces[-1].strip() if pieces else None
+    if not pieces:
+        return None
+    sentence = pieces[-1].strip()
+    if len(sentence) > MAX_ANSWER_CHARS or not any(c.isalpha() for c in sentence):
+        return None  # 20,000 parentheses around a 1 are no sentence
+    return sentence
 
 
 def _whole(body: str) -> str | None:
@@ -285,6 +304,9 @@ def _whole(body: str) -> str | None:
         return _answer_shaped(next(g for g in whole.groups() if g is not None))
     if 0 < len(stripped) <= 1000 and looks_like_math(stripped) and "$" not in stripped:
         return _answer_shaped(stripped)
+    found = list(_NUMBER_RE.finditer(stripped)) if len(stripped) <= 40 else []
+    if len(found) == 1 and not re.search(r"\w", stripped[:found[0].start()] + stripped[found[0].end():]):
+        return found[0].group(0).strip()  # one number with its currency signs: "$1,000.99", "\\$10"
     return None
 
 

@@ -12,14 +12,16 @@ Numbers are compared exactly. A decimal is an approximation only as far as its o
 rounded at its last digit, so ``1.0000000001`` is not ``1`` and ``0.99999999999999999999`` is not
 ``1``. Integers and fractions are exact: ``\frac{100000000000000000001}{10^{20}}`` is not ``1``;
 a terminating fraction against a decimal gold is a decimal in disguise and must be equal.
-Digits are ASCII ``0-9`` only: an answer written with other Unicode digits (full-width ``１``,
-Arabic-Indic ``١``, mathematical ``𝟏``) is not equal to a gold written without them.
+Digits are ASCII ``0-9`` only: an answer with other Unicode number characters (full-width ``１``,
+Arabic-Indic ``١``, mathematical ``𝟏``, ``¹``, ``①``, ``Ⅰ``) is not equal to a gold written without
+them (``"non_ascii_digits"``).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from fractions import Fraction
 
 MAX_DIGITS = 1000  # longer numbers go to the (time-bounded) symbolic path
@@ -97,7 +99,6 @@ _NOT_UNITS = {"pi", "e", "i", "x", "y", "z", "n", "k", "sqrt", "ln", "log", "sin
 
 _THOUSANDS_COMMA_RE = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+(?:\.[0-9]+)?")
 _THOUSANDS_SPACE_RE = re.compile(r"[0-9]{1,3}(?: [0-9]{3})+(?:\.[0-9]+)?")
-_NON_ASCII_DIGIT_RE = re.compile(r"(?![0-9])\d")
 
 
 def _plain_number(text: str, exp: str | None) -> tuple[Fraction, int | None] | None:
@@ -168,6 +169,20 @@ def read_number(s: str) -> tuple[tuple[Fraction, int | None], ...] | None:
     return ((value, decimals),)
 
 
+def foreign_digits(s: str) -> bool:
+    """Whether ``s`` has a non-ASCII number character: digits of other scripts and styles
+    (``１ ١ १ 𝟏``), superscripts and subscripts, circled, parenthesized and Roman numerals,
+    vulgar fractions; a unit's ``²``/``³`` right after a letter (``m²``) excepted."""
+    if s.isascii():
+        return False
+    for i, c in enumerate(s):
+        if not c.isascii() and unicodedata.category(c)[0] == "N":
+            if c in "²³" and i and s[i - 1].isalpha():
+                continue
+            return True
+    return False
+
+
 def round6(x: Fraction) -> Fraction:
     """``x`` rounded to 6 decimals (half up)."""
     return Fraction(math.floor(x * 10**6 + Fraction(1, 2)), 10**6)
@@ -217,7 +232,7 @@ def fast_compare(gold: str, pred: str) -> tuple[bool | None, str]:
         return True, "exact"
     if not balanced(p):
         return False, "pred_unbalanced"  # unclosed braces are no answer (a \\frac{ flood ending in 1)
-    if _NON_ASCII_DIGIT_RE.search(p) and not _NON_ASCII_DIGIT_RE.search(g):
+    if foreign_digits(p) and not foreign_digits(g):
         return False, "non_ascii_digits"
     gn = read_number(g)
     if gn is not None:

@@ -150,6 +150,8 @@ def test_batch_matches_single_calls_and_dedupes():
     ("2.5", "\\frac{5}{2}", (True, "numeric")),
     # only ASCII digits are digits
     ("1", "１", (False, "non_ascii_digits")), ("1", "١", (False, "non_ascii_digits")), ("7", "𝟕", (False, "non_ascii_digits")),
+    ("1", "¹", (False, "non_ascii_digits")), ("1", "①", (False, "non_ascii_digits")), ("1", "Ⅰ", (False, "non_ascii_digits")),
+    ("5", "5 m²", (True, "numeric")),  # a unit's square is no digit
 ])
 def test_numbers_are_exact_and_decimals_count_their_digits(gold, pred, expected):
     assert fast_compare(gold, pred) == expected

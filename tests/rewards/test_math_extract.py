@@ -38,6 +38,7 @@ def test_think_gating():
     ("计划的比例为13/28", "13/28"),
     ("x^2 + 1", "x^2 + 1"),
     ("\\boxed{3} ... Final Answer: The final answer is $4$.", "4"),
+    ("$1,000.99", "1,000.99"), ("\\$10", "10"),  # a whole response that is one number with its currency
 ])
 def test_lenient(text, expected):
     assert extract_answer(text, "lenient") == expected

@@ -161,7 +161,7 @@ NESTED = "\\sum_{a=1}^{30}\\sum_{b=1}^{30} 1"  # 900 terms: under the 500-term l
 
 
 def test_evaluation_budget_is_shared_across_nested_sums(monkeypatch):
-    import rewards.math.fastparse as fp
+    import rewards.math.fastparse.evaluate as fp
 
     assert structural_compare("900", NESTED) == (True, "fast_symbolic")
     monkeypatch.setattr(fp, "MAX_STEPS", 500)  # fewer than the 900 terms need
@@ -170,7 +170,7 @@ def test_evaluation_budget_is_shared_across_nested_sums(monkeypatch):
 
 
 def test_evaluation_budget_is_shared_across_the_pairs_of_a_set(monkeypatch):
-    import rewards.math.fastparse as fp
+    import rewards.math.fastparse.evaluate as fp
 
     items = [f"\\sum_{{a=1}}^{{30}} {k}" for k in range(1, 11)]  # about 70 steps per pair
     gold, pred = ", ".join(items), ", ".join(reversed(items))  # 55 pairs compared
@@ -180,7 +180,7 @@ def test_evaluation_budget_is_shared_across_the_pairs_of_a_set(monkeypatch):
 
 
 def test_wall_clock_guard_declines_a_comparison_that_runs_long(monkeypatch):
-    import rewards.math.fastparse as fp
+    import rewards.math.fastparse.evaluate as fp
 
     monkeypatch.setattr(fp, "MAX_SECONDS", 0.0)
     assert structural_compare("900", NESTED) == (None, "")

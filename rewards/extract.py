@@ -172,10 +172,16 @@ _MATH_WORDS = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "sqrt", "frac", 
                "text", "mathrm", "boxed", "and", "pm", "cup", "cap", "leq", "geq", "neq", "arcsin",
                "arccos", "arctan", "exp", "sinh", "cosh", "tanh", "min", "max", "gcd", "lcm",
                "dfrac", "tfrac", "quad", "circ", "approx", "le", "ge", "lt", "gt", "mid", "emptyset"}
-_TRAILING_JUNK_RE = re.compile(
-    r"(?:\s*(?:I hope it is correct|<\|im_start\|>|<\|im_end\|>|<\|endoftext\|>).*)$",
-    re.IGNORECASE | re.DOTALL,
-)
+# what ends an answer's text: a sign-off or a chat-template token (everything after it goes)
+_TRAILING_JUNK_RE = re.compile(r"I hope it is correct|<\|im_start\|>|<\|im_end\|>|<\|endoftext\|>",
+                               re.IGNORECASE)
+
+
+def _cut_junk(text: str) -> str:
+    """``text`` up to its first sign-off or template token (a search, not a ``\\s*...$`` match:
+    that was quadratic on long runs of spaces)."""
+    m = _TRAILING_JUNK_RE.search(text)
+    return text[:m.start()].rstrip() if m else text
 
 
 def looks_like_math(s: str) -> bool:
@@ -269,7 +275,7 @@ def _after_phrase(text: str) -> str | None:
     if not matches:
         return None
     tail = text[matches[-1].end():][:MAX_ANSWER_CHARS]
-    tail = _TRAILING_JUNK_RE.sub("", tail)
+    tail = _cut_junk(tail)
     spans = _math_spans(tail)
     line = re.split(r"\n|(?<=[^\d\s])\.(?:\s|$)|。", tail, maxsplit=1)[0].strip().rstrip(".").strip()
     hedge = _span_hedge(line)
@@ -286,7 +292,7 @@ def _after_phrase(text: str) -> str | None:
 
 def _final_sentence(text: str) -> str | None:
     """The last sentence, if it is a sentence: some words, at most ``MAX_ANSWER_CHARS``."""
-    tail = _TRAILING_JUNK_RE.sub("", text[-20000:])
+    tail = _cut_junk(text[-20000:])
     pieces = [p for p in _SENTENCE_END_RE.split(tail) if p and p.strip()]
     if not pieces:
         return None

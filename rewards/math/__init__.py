@@ -139,16 +139,16 @@ def _judge(gold: str, pred: str, timeout: float, get_pool: Callable[[], WorkerPo
     hit = _cache_get(key)
     if hit is not None:
         return hit
-    decision, reason = fast_compare(gold, pred)
+    if len(pred) > MAX_ANSWER_CHARS and pred != gold:
+        decision, reason = False, "answer_too_long"  # before any parsing: every path stays short
+    else:
+        decision, reason = fast_compare(gold, pred)
     if decision is None and looks_like_code(pred) and not looks_like_code(gold):
         decision, reason = False, "code_shaped"  # Python/path text is no math answer
     if decision is None:
         decision, reason = structural_compare(gold, pred)
     if decision is None:
-        if len(pred) > MAX_ANSWER_CHARS:
-            decision, reason = False, "answer_too_long"
-        else:
-            decision, reason = get_pool().compare(unwrap(gold), unwrap(pred), timeout)
+        decision, reason = get_pool().compare(unwrap(gold), unwrap(pred), timeout)
     if decision is None:
         return None, reason  # no judgement (timeout, dead worker, backend missing): never cached
     _cache_put(key, (bool(decision), reason))

@@ -43,7 +43,9 @@ _SUBS = [
     (re.compile(r"\^\s*\{?\\circ\}?|°"), ""),
     (re.compile(r"\\%"), "%"),
     (re.compile(r"\\\$"), ""),
-    (re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|textnormal|mbox|operatorname)\s*\{\s*([^{}]*?)\s*\}"), r"\1"),
+    # linear: a lazy group between two \s* was cubic on "\text{" and 4,000 spaces (18 s)
+    (re.compile(r"\\(?:text|textbf|textrm|mathrm|mathbf|textnormal|mbox|operatorname)\s*\{([^{}]*)\}"),
+     lambda m: m.group(1).strip()),
     (re.compile(r"\s+"), " "),
 ]
 

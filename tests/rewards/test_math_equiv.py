@@ -171,3 +171,19 @@ class NoPool:
 def test_malformed_or_code_shaped_answers_are_judged_in_process(gold, pred, expected):
     clear_cache()
     assert math_equal(gold, pred, pool=NoPool()) == expected
+
+
+@pytest.mark.parametrize("text", ["\\text{" + " " * 4000 + "x", "\\text{" + " " * 1990 + "x}",
+                                  "\\mbox{" * 300 + " " * 1500])
+def test_normalisation_is_linear(text):
+    from rewards.math.fastpath import clean
+
+    t = time.perf_counter()
+    clean(text)
+    assert time.perf_counter() - t < 0.1  # the old lazy \\text{} pattern took 18 s on the first
+
+
+def test_long_answers_are_refused_before_any_parsing():
+    clear_cache()
+    assert math_equal("1", "1+" * 1500 + "1", pool=NoPool()) == (False, "answer_too_long")
+    assert math_equal("1", "1" + " " * 1998 + "", pool=NoPool()) == (True, "exact")

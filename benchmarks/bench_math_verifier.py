@@ -43,7 +43,8 @@ from rewards.math.pool import default_pool  # noqa: E402
 CASES = ROOT / "benchmarks" / "data" / "math_equiv_cases.jsonl"
 PWNED = Path(tempfile.gettempdir()) / "m1rl_bench_pwned"
 IN_PROCESS_REASONS = {"exact", "numeric", "numeric_mismatch", "fast_symbolic", "fast_not_equivalent",
-                      "choice", "no_answer", "answer_too_long"}
+                      "choice", "no_answer", "answer_too_long", "pred_unbalanced", "code_shaped",
+                      "non_ascii_digits"}
 
 
 def adversarial_cases() -> list[tuple[str, str, str]]:

@@ -1,10 +1,22 @@
 """A small persistent pool of worker processes with a hard per-call deadline.
 
-Each call goes to one idle worker over a pipe. If the answer is not back by the deadline, the
-worker is killed (SIGKILL: a sympy loop in C code ignores everything else) and replaced, and the
-call returns ``(False, "timeout")``. Workers are forked from a forkserver that has already
-imported sympy and the parser, so a replacement is ready in tens of milliseconds, and forking
-never copies the threads of the calling process (Ray, thread pools).
+Each call goes to one idle worker over a pipe. The worker interrupts itself at 80% of the
+deadline (``"soft_timeout"``); if the answer is still not back at the deadline, the worker is
+killed (SIGKILL: a sympy loop in C code ignores everything else) and replaced, and the call
+returns ``(None, "timeout")``. Workers are forked from a forkserver that has already imported
+sympy and the parser, so a replacement is ready in tens of milliseconds, and forking never copies
+the threads of the calling process (Ray, thread pools).
+
+``compare`` returns ``(True | False, reason)`` for a judgement and ``(None, reason)`` for none:
+``"timeout"``/``"soft_timeout"``/``"memory"`` (this answer hit a limit) or ``"error: ..."`` (a
+worker died or failed to start, the backend did not load, the pool is closed). Callers must not
+cache a ``None``.
+
+Lifecycle: ``close()`` kills every worker and leaves none behind (idempotent; later calls answer
+``"error: pool closed"``). The process-wide pool (:func:`default_pool`) is shared by leases:
+each default-configured ``MathVerifier`` takes one (:func:`lease_default_pool`) and gives it back
+in its ``close()``; the last one back closes the pool, and the next use starts a fresh one.
+multiprocessing's forkserver itself (one per interpreter, no workers of ours) lives until exit.
 
 What this isolates: CPU time and memory (RLIMIT_AS) of one comparison, and crashes of the
 parsing libraries. What it does not: it is not a security sandbox - nothing here runs model text
@@ -64,6 +76,12 @@ class _Handle:
                 self.ready = False
         return self.ready
 
+    def ask(self, msg, timeout: float):
+        """Send ``msg``; the reply, or None when it is not back within ``timeout``.
+        Raises EOFError / OSError when the worker is gone."""
+        self.conn.send(msg)
+        return self.conn.recv() if self.conn.poll(timeout) else None
+
     def kill(self) -> None:
         try:
             self.proc.kill()
@@ -74,104 +92,105 @@ class _Handle:
 
 
 class WorkerPool:
-    """``pool.compare(gold, pred, timeout)`` -> (equivalent, reason); thread-safe."""
+    """``pool.compare(gold, pred, timeout)`` -> (verdict | None, reason); thread-safe.
 
-    def __init__(self, size: int = 2, max_bytes: int = 2 << 30, start_timeout: float = 60.0):
+    ``start_method``: "forkserver" (default: warm, fast restarts) or "spawn" (a fresh interpreter
+    per worker, with the caller's ``sys.path``; slower).
+    """
+
+    def __init__(self, size: int = 2, max_bytes: int = 2 << 30, start_timeout: float = 60.0,
+                 start_method: str = "forkserver"):
         self.size, self.max_bytes, self.start_timeout = size, max_bytes, start_timeout
-        self._ctx = mp.get_context("forkserver")
-        try:
-            self._ctx.set_forkserver_preload(["rewards.math._warm"])
-        except Exception:
-            pass
+        self._ctx = mp.get_context(start_method)
+        if start_method == "forkserver":
+            try:
+                self._ctx.set_forkserver_preload(["rewards.math._warm"])
+            except Exception:
+                pass
         # LIFO: a sequential caller keeps reusing the same worker, whose parser caches are warm
         self._idle: queue.LifoQueue[_Handle] = queue.LifoQueue()
         self._lock = threading.Lock()
         self._all: list[_Handle] = []
+        self._closed = False
         self.restarts = 0
         for _ in range(size):
             self._spawn()
         atexit.register(self.close)
 
-    def _spawn(self) -> None:
-        h = _Handle(self._ctx, self.max_bytes)
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def pids(self) -> list[int]:
+        """Process ids of the live workers (tests use this to check that close() kills them)."""
         with self._lock:
+            return [h.proc.pid for h in self._all if h.proc.pid is not None]
+
+    def _spawn(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            h = _Handle(self._ctx, self.max_bytes)
             self._all.append(h)
         self._idle.put(h)
 
-    def _retire(self, h: _Handle) -> None:
+    def _drop(self, h: _Handle) -> None:
         h.kill()
         with self._lock:
             if h in self._all:
                 self._all.remove(h)
+
+    def _retire(self, h: _Handle) -> None:
+        self._drop(h)
         self.restarts += 1
         self._spawn()
 
-    def compare(self, gold: str, pred: str, timeout: float) -> tuple[bool, str]:
+    def compare(self, gold: str, pred: str, timeout: float) -> tuple[bool | None, str]:
+        if self._closed:
+            return None, "error: pool closed"
         try:
             h = self._idle.get(timeout=self.start_timeout)
         except queue.Empty:
-            return False, "timeout: no free worker"
+            return None, "error: no free worker"
+        if self._closed:
+            self._drop(h)
+            return None, "error: pool closed"
         if not h.wait_ready(self.start_timeout):
             self._retire(h)
-            return False, "error: worker failed to start"
-        soft = max(1, int(timeout) - 1)  # SIGALRM inside the worker first; the kill is the backstop
+            return None, "error: worker failed to start"
         try:
-            h.conn.send((gold, pred, soft))
-            if h.conn.poll(timeout):
-                result = h.conn.recv()
-                self._idle.put(h)
-                return result
-        except (EOFError, OSError, BrokenPipeError):
+            result = h.ask((gold, pred, 0.8 * timeout), timeout)
+        except (EOFError, OSError):
             self._retire(h)
-            return False, "error: worker died"
-        self._retire(h)
-        return False, "timeout"
+            return None, "error: worker died"
+        if result is None:
+            self._retire(h)
+            return None, "timeout"
+        self._idle.put(h)
+        return result
+
+    def _take_idle(self) -> list[_Handle]:
+        handles = []
+        while True:
+            try:
+                handles.append(self._idle.get_nowait())
+            except queue.Empty:
+                return handles
 
     def recycle(self) -> None:
         """Replace every idle worker with a fresh one forked from the warm forkserver (benchmarks
         use this so that no comparison profits from sympy caches filled by an earlier pass)."""
-        handles = []
-        while True:
-            try:
-                handles.append(self._idle.get_nowait())
-            except queue.Empty:
-                break
-        for h in handles:
-            h.kill()
-            with self._lock:
-                if h in self._all:
-                    self._all.remove(h)
+        for h in self._take_idle():
+            self._drop(h)
             self._spawn()
-        fresh = []
-        while True:
-            try:
-                fresh.append(self._idle.get_nowait())
-            except queue.Empty:
-                break
-        for h in fresh:
+        for h in self._take_idle():
             h.wait_ready(self.start_timeout)
             self._idle.put(h)
 
-    def clear_caches(self) -> None:
-        """Empty each worker's parse cache (benchmarks use this to time cold comparisons)."""
-        handles = []
-        while True:
-            try:
-                handles.append(self._idle.get_nowait())
-            except queue.Empty:
-                break
-        for h in handles:
-            try:
-                if h.wait_ready(self.start_timeout):
-                    h.conn.send("clear")
-                    if h.conn.poll(self.start_timeout):
-                        h.conn.recv()
-            except (EOFError, OSError):
-                pass
-            self._idle.put(h)
-
     def close(self) -> None:
+        """Kill every worker (idempotent). Calls in flight return an error."""
         with self._lock:
+            self._closed = True
             handles, self._all = list(self._all), []
         for h in handles:
             try:
@@ -179,9 +198,11 @@ class WorkerPool:
             except Exception:
                 pass
             h.kill()
+        atexit.unregister(self.close)
 
 
 _POOL: WorkerPool | None = None
+_LEASES = 0
 _POOL_LOCK = threading.Lock()
 
 
@@ -194,6 +215,25 @@ def default_pool() -> WorkerPool:
     """The process-wide pool, started on first use (symbolic comparisons only)."""
     global _POOL
     with _POOL_LOCK:
-        if _POOL is None:
+        if _POOL is None or _POOL.closed:
             _POOL = WorkerPool(size=pool_size())
         return _POOL
+
+
+def lease_default_pool() -> None:
+    """Count one more user of the process-wide pool (it still starts on first use)."""
+    global _LEASES
+    with _POOL_LOCK:
+        _LEASES += 1
+
+
+def release_default_pool() -> None:
+    """Give a lease back; the last one back closes the process-wide pool."""
+    global _LEASES, _POOL
+    with _POOL_LOCK:
+        _LEASES = max(0, _LEASES - 1)
+        pool = _POOL if _LEASES == 0 else None
+        if pool is not None:
+            _POOL = None
+    if pool is not None:
+        pool.close()

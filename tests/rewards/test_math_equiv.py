@@ -1,4 +1,5 @@
-"""Math verifier: each answer category, fail-closed golds, the timeout path, no execution."""
+"""Math verifier: each answer category, fail-closed golds, bounded adversarial input, no execution.
+(Worker deadlines, hardening and the pool lifecycle: test_math_worker.py.)"""
 
 import time
 
@@ -96,35 +97,6 @@ def test_multiple_choice():
     assert v("The answer is B", {"answer": "C"}).score == 0.0
 
 
-def test_timeout_kills_worker_and_returns_not_equivalent():
-    clear_cache()
-    v = get_verifier("math", timeout=1.0)
-    t = time.monotonic()
-    r = v("\\boxed{((100!)!)!}", {"answer": "2"})
-    assert time.monotonic() - t < 5.0
-    assert r.score == 0.0 and r.correct is False
-    assert r.info["reason"] in ("timeout", "not_equivalent", "pred_unparseable")
-    # the pool still works afterwards
-    assert v("\\boxed{(x+1)^2}", {"answer": "x^2+2x+1"}).score == 1.0
-
-
-def test_hard_timeout_path_is_taken_for_a_stuck_worker():
-    from rewards.math.pool import WorkerPool
-
-    pool = WorkerPool(size=1)
-    try:
-        # a power tower that sympy tries to evaluate; the deadline is far below its cost
-        t = time.monotonic()
-        ok, reason = pool.compare("1", "9^{9^{9^{9}}} - 9^{9^{9^{9}}} + 1 + 10^{10^{7}}", 0.2)
-        elapsed = time.monotonic() - t
-        assert not ok and elapsed < 5.0
-        if reason == "timeout":
-            assert pool.restarts == 1
-        assert pool.compare("x^2+2x+1", "(x+1)^2", 5.0) == (True, "symbolic")
-    finally:
-        pool.close()
-
-
 ADVERSARIAL = [
     "\\boxed{9^{9^{9^{9^{9}}}}}", "\\boxed{(10^{9})!}", "\\boxed{" + "9" * 100_000 + "}",
     "\\boxed{" + "1+" * 50_000 + "1}", "\\boxed{" + "(" * 5000 + "1" + ")" * 5000 + "}",
@@ -152,20 +124,6 @@ def test_model_text_is_never_executed(tmp_path):
     assert not marker.exists()
 
 
-def test_worker_parsers_are_hardened():
-    from rewards.math import _worker
-
-    _worker.harden()
-    import latex2sympy2_extended.latex2sympy2 as l2s
-    import math_verify.parser as mvp
-
-    with pytest.raises(ValueError):
-        mvp.parse_expr_cached("__import__('os')")
-    assert str(l2s.convert_number("1,000")) == "1000"
-    with pytest.raises(ValueError):
-        _worker.safe_number("1+1")
-
-
 def test_batch_matches_single_calls_and_dedupes():
     v = get_verifier("math")
     responses = ["\\boxed{4}", "\\boxed{5}", "\\boxed{4}", "no box"] * 3
@@ -176,3 +134,56 @@ def test_batch_matches_single_calls_and_dedupes():
     assert v("\\boxed{4}", {"answer": "4"}).info["extracted"] == "4"  # cached copies are independent
     with pytest.raises(ValueError):
         v.batch(["a"], [])
+
+
+@pytest.mark.parametrize("gold,pred,expected", [
+    # a decimal is an approximation only as far as its own digits go
+    ("1", "1.0000000001", (False, "numeric_mismatch")), ("1", "0.99999999999999999999", (False, "numeric_mismatch")),
+    ("1", "1.0000001", (False, "numeric_mismatch")), ("0.5", "0.5000000000000001", (False, "numeric_mismatch")),
+    ("\\frac{1}{3}", "0.3333333333", (True, "numeric")), ("\\frac{1}{3}", "0.333333", (True, "numeric")),
+    ("\\frac{1}{12}", "0.0833333333", (True, "numeric")), ("\\frac{1}{3}", "0.3333333", (True, "numeric")),
+    ("\\frac{2}{3}", "0.66666666", (False, "numeric_mismatch")),  # truncated, not rounded
+    # integers and fractions are exact; a decimal gold reads a non-terminating fraction
+    ("1", "\\frac{100000000000000000001}{100000000000000000000}", (False, "numeric_mismatch")),
+    ("1", "1000000001/1000000000", (False, "numeric_mismatch")), ("\\frac{1}{3}", "333333/1000000", (False, "numeric_mismatch")),
+    ("0.333333", "\\frac{1}{3}", (True, "numeric")), ("2.5", "2500000000001/1000000000000", (False, "numeric_mismatch")),
+    ("2.5", "\\frac{5}{2}", (True, "numeric")),
+    # only ASCII digits are digits
+    ("1", "１", (False, "non_ascii_digits")), ("1", "١", (False, "non_ascii_digits")), ("7", "𝟕", (False, "non_ascii_digits")),
+    ("1", "¹", (False, "non_ascii_digits")), ("1", "①", (False, "non_ascii_digits")), ("1", "Ⅰ", (False, "non_ascii_digits")),
+    ("5", "5 m²", (True, "numeric")),  # a unit's square is no digit
+])
+def test_numbers_are_exact_and_decimals_count_their_digits(gold, pred, expected):
+    assert fast_compare(gold, pred) == expected
+
+
+class NoPool:
+    def compare(self, *args):
+        raise AssertionError("worker pool used")
+
+
+@pytest.mark.parametrize("gold,pred,expected", [
+    ("1", "\\frac{" * 50 + "1", (False, "pred_unbalanced")), ("1", "1}", (False, "pred_unbalanced")),
+    ("0", "__import__('os').system('ls')", (False, "code_shaped")), ("0", "(lambda: 0)()", (False, "code_shaped")),
+    ("0", "().__class__.__bases__[0]", (False, "code_shaped")), ("2", "os.getpid(2)", (False, "code_shaped")),
+    ("0", "exec('0')", (False, "code_shaped")),
+])
+def test_malformed_or_code_shaped_answers_are_judged_in_process(gold, pred, expected):
+    clear_cache()
+    assert math_equal(gold, pred, pool=NoPool()) == expected
+
+
+@pytest.mark.parametrize("text", ["\\text{" + " " * 4000 + "x", "\\text{" + " " * 1990 + "x}",
+                                  "\\mbox{" * 300 + " " * 1500])
+def test_normalisation_is_linear(text):
+    from rewards.math.fastpath import clean
+
+    t = time.perf_counter()
+    clean(text)
+    assert time.perf_counter() - t < 0.1  # the old lazy \\text{} pattern took 18 s on the first
+
+
+def test_long_answers_are_refused_before_any_parsing():
+    clear_cache()
+    assert math_equal("1", "1+" * 1500 + "1", pool=NoPool()) == (False, "answer_too_long")
+    assert math_equal("1", "1" + " " * 1998 + "", pool=NoPool()) == (True, "exact")

@@ -155,3 +155,74 @@ def test_math_equal_uses_the_fast_path_before_the_pool():
     clear_cache()
     assert math_equal("x^2+2x+1", "(x+1)^2", pool=NoPool()) == (True, "fast_symbolic")
     assert math_equal("[0,1)", "(0,1)", pool=NoPool()) == (False, "fast_not_equivalent")
+
+
+NESTED = "\\sum_{a=1}^{30}\\sum_{b=1}^{30} 1"  # 900 terms: under the 500-term limit of each \sum
+
+
+def test_evaluation_budget_is_shared_across_nested_sums(monkeypatch):
+    import rewards.math.fastparse.evaluate as fp
+
+    assert structural_compare("900", NESTED) == (True, "fast_symbolic")
+    monkeypatch.setattr(fp, "MAX_STEPS", 500)  # fewer than the 900 terms need
+    assert structural_compare("900", NESTED) == (None, "")
+    assert structural_compare("3", "1+2") == (True, "fast_symbolic")  # small ones still decided
+
+
+def test_evaluation_budget_is_shared_across_the_pairs_of_a_set(monkeypatch):
+    import rewards.math.fastparse.evaluate as fp
+
+    items = [f"\\sum_{{a=1}}^{{30}} {k}" for k in range(1, 11)]  # about 70 steps per pair
+    gold, pred = ", ".join(items), ", ".join(reversed(items))  # 55 pairs compared
+    assert structural_compare(gold, pred) == (True, "fast_symbolic")
+    monkeypatch.setattr(fp, "MAX_STEPS", 3000)
+    assert structural_compare(gold, pred) == (None, "")
+
+
+def test_wall_clock_guard_declines_a_comparison_that_runs_long(monkeypatch):
+    import rewards.math.fastparse.evaluate as fp
+
+    monkeypatch.setattr(fp, "MAX_SECONDS", 0.0)
+    assert structural_compare("900", NESTED) == (None, "")
+    assert structural_compare("3", "1+2") == (True, "fast_symbolic")  # checked every 128 steps
+
+
+@pytest.mark.parametrize("pred", [
+    "\\sum_{a=1}^{400}\\sum_{b=1}^{400}\\sum_{c=1}^{400}1",  # 82 s before the global budget
+    "\\sum_{a=1}^{400}\\sum_{b=1}^{400} a b",
+    "\\sum_{a=1}^{400}\\sum_{b=1}^{400}\\sum_{c=1}^{400}\\sum_{d=1}^{400}\\sum_{e=1}^{400}(a+b+c+d+e)",
+    "\\sum_{k=1}^{n}\\sum_{j=1}^{400}\\sum_{i=1}^{400}(i+j+k)",  # at 4 points, with a symbol
+])
+def test_nested_sums_are_bounded(pred):
+    t = time.perf_counter()
+    assert structural_compare("1", pred) == (None, "")
+    assert time.perf_counter() - t < 0.5  # the 0.1 s clock guard, with room for a loaded machine
+
+
+# a perturbation floats cannot see, precision lost on the way, a literal or rational too tall for
+# floats: the in-process comparison declines (the worker decides exactly) instead of saying equal
+@pytest.mark.parametrize("gold,pred", [
+    ("1", "\\sqrt[10^{100}]{2}"), ("1", "2^{10^{-100}}"), ("1", "e^{10^{-30}}"), ("1", "\\cos(10^{-20})"),
+    ("\\sqrt{2}", "\\sqrt{2}+10^{-30}"), ("\\pi", "\\pi+10^{-20}\\sqrt{3}"), ("x", "x+10^{-20}"),
+    ("x^2", "x^{2+10^{-15}}"), ("\\sqrt{2}", "\\sqrt{2}\\left(1+10^{-40}\\right)"),
+    ("0", "\\sin(\\pi)"), ("0", "\\sin(\\pi)\\cdot 10^{20}"),  # precision lost near a zero of sin
+    ("0", "e^{-1000}"),  # underflow to 0.0
+    ("2", "\\sqrt{4.0000000000000000001}"),  # more digits than a float holds
+    ("\\sqrt{2}", "\\frac{9369319}{6625109}"),  # a 10^7-tall rational within 6e-15 of sqrt(2)
+    ("\\sqrt{2}", "\\frac{665857}{470832}"),  # 1.1e-12 apart: more than float error, less than 1e-9
+])
+def test_float_comparison_declines_what_floats_cannot_decide(gold, pred):
+    assert structural_compare(gold, pred) == (None, "")
+
+
+@pytest.mark.parametrize("gold,pred,expected", [
+    ("1", "1+10^{-100}", False), ("1", "\\frac{10^{20}+1}{10^{20}}", False),  # exact rationals
+    ("0", "10^{-20}", False), ("0", "\\sin(10^{-20})", False), ("0", "\\frac{\\pi}{10^{12}}", False),
+    ("1", "1-\\frac{1}{2^{60}}", False),
+    ("\\sqrt{2}", "1.414214", True), ("\\sqrt{2}", "1.41421356237", True), ("\\sqrt{2}", "1.4142135623", False),
+    ("\\frac{1}{3}", "0.3333333333333333", True), ("0.5", "0.5000000000000001", False),
+    ("2", "\\frac{\\sqrt{8}}{\\sqrt{2}}", True), ("1", "\\tan\\left(\\frac{\\pi}{4}\\right)", True),
+    ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}", True), ("\\sqrt{2}", "\\frac{99}{70}", False),
+])
+def test_close_values_are_decided_exactly_or_by_their_digits(gold, pred, expected):
+    assert structural_compare(gold, pred)[0] is expected

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
+from collections.abc import Callable
 
 import ray
 
@@ -76,9 +76,10 @@ class LearnerGroup:
     def weight_meta(self, dtype: str | None) -> dict[str, list]:
         return self._all("weight_meta", dtype)[0]
 
-    def send_weights_ipc(self, engines: list, dtype: str | None, version: int) -> float:
-        """CUDA IPC transfer to engines on the learners' GPUs; rank 0's gather seconds."""
-        return self._all("send_weights_ipc", engines, dtype, version)[0]
+    def send_weights(self, transfer, dtype: str | None) -> float:
+        """One GPU push (an ``rlhf.weight_sync`` transfer) from every rank; rank 0's gather
+        seconds."""
+        return self._all("send_weights", transfer, dtype)[0]
 
     def save(self, path: str, extra: dict | None = None) -> None:
         self._all("save", path, extra)
@@ -115,19 +116,20 @@ def _reduce_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
 
 
 class RolloutGroup:
+    """``on_restart(actor)`` is called with each replacement worker before its prompts are
+    re-issued: the run's weight sync gives it the current weights (``WeightSync.restore``)."""
+
     def __init__(self, n: int, kind: str, model_path: str, engine_options: dict,
                  num_cpus: float = 1.0, num_gpus: float = 0, max_restarts: int = 3,
-                 placement_group=None, bundles: list[int] | None = None):
+                 placement_group=None, bundles: list[int] | None = None,
+                 on_restart: Callable[[ray.actor.ActorHandle], None] | None = None):
         self._spec = (kind, model_path, engine_options)
         self._opts = {"num_cpus": num_cpus, "num_gpus": num_gpus}
         self._pg, self._bundles = placement_group, bundles
         self.max_restarts = max_restarts
+        self.on_restart = on_restart
         self.actors = [self._spawn(w) for w in range(n)]
         self.restarts = 0
-        self._weights: tuple[ray.ObjectRef, int] | None = None
-        # How a restarted worker gets the current weights: the run's weight sync sets this;
-        # without one, the last object-store copy pushed through ``update_weights``.
-        self.restore = None
         ray.get([a.ping.remote() for a in self.actors])
 
     def _spawn(self, w: int):
@@ -182,18 +184,8 @@ class RolloutGroup:
             pass
         self.actors[w] = self._spawn(w)
         self.restarts += 1
-        if self.restore is not None:
-            self.restore(w)
-        elif self._weights is not None:
-            ref, version = self._weights
-            ray.get(self.actors[w].update_weights.remote(ref, version))
-
-    def update_weights(self, weights_ref: ray.ObjectRef, version: int) -> float:
-        """Push one object-store copy of the weights to every engine; seconds taken."""
-        t0 = time.perf_counter()
-        self._weights = (weights_ref, version)
-        ray.get([a.update_weights.remote(weights_ref, version) for a in self.actors])
-        return time.perf_counter() - t0
+        if self.on_restart is not None:
+            self.on_restart(self.actors[w])
 
     def sleep(self) -> None:
         ray.get([a.sleep.remote() for a in self.actors])

@@ -26,6 +26,7 @@ from rlhf.config import LoraConfig, ModelConfig, OptimConfig, TrainConfig
 from rlhf.losses import get_policy_loss
 from rlhf.metrics import pearson
 from rlhf.policy import PolicyModel, base_model
+from rlhf.weight_sync import Channel, NCCLGroup, Transfer
 
 
 class LearnerWorker:
@@ -58,6 +59,7 @@ class LearnerWorker:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
         self.version = 0
+        self.channel = Channel(rank)  # this rank's weight-sync state (rlhf/weight_sync.py)
 
     # ---- construction ----------------------------------------------------------------
     def _load_lm(self, model_path: str):
@@ -231,7 +233,7 @@ class LearnerWorker:
             sd = {k: v.to(getattr(torch, dtype)) for k, v in sd.items()}
         return sd
 
-    # ---- weight sync to the engines on GPU (rlhf/weight_sync.py) -----------------------
+    # ---- weight sync to the engines on GPU (the transports: rlhf/weight_sync.py) ---------
     def _gpu_weights(self, dtype: str | None) -> dict[str, torch.Tensor]:
         """Full Hugging Face-named weights on this rank's GPU (every rank gets all of them;
         the gather is collective), LoRA merged, cast to the engines' dtype."""
@@ -244,10 +246,17 @@ class LearnerWorker:
         return {k: (v.to(cast) if cast else v).contiguous() for k, v in sd.items()}
 
     def weight_meta(self, dtype: str | None) -> dict[str, list]:
-        """Names, dtypes and shapes of the synced weights (what an NCCL receiver allocates)."""
-        sd = self._gpu_weights(dtype)
-        return {"names": list(sd), "dtype_names": [str(v.dtype).removeprefix("torch.") for v in sd.values()],
-                "shapes": [list(v.shape) for v in sd.values()]}
+        """Names, dtypes and shapes of what :meth:`send_weights` sends, in its order (what an
+        NCCL receiver allocates), read from this rank's state-dict keys and global shapes:
+        nothing is gathered."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        sd = get_model_state_dict(self.policy)  # sharded (DTensor values): no collective
+        kept = [(name, v) for k, v in sd.items()
+                if (name := _hf_key(k, self.model_cfg.lora)) is not None]
+        return {"names": [name for name, _ in kept],
+                "dtype_names": [dtype or str(v.dtype).removeprefix("torch.") for _, v in kept],
+                "shapes": [list(v.shape) for _, v in kept]}
 
     def endpoint(self) -> tuple[str, int]:
         """This node's address and a free port on it (a rendezvous for the engines)."""
@@ -260,49 +269,20 @@ class LearnerWorker:
             s.bind((address, 0))
             return address, s.getsockname()[1]
 
-    def init_weight_broadcast(self, master_address: str, master_port: int, world_size: int) -> None:
-        """Rank 0 joins an NCCL group with the engines (rank 0 of it; engines follow)."""
-        if self.rank != 0:
-            return
-        from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
+    def init_weight_transfer(self, group: NCCLGroup) -> None:
+        """Rank 0 joins the NCCL group with the engines (which join concurrently)."""
+        self.channel.join(group)
 
-        self._bcast_group = NCCLWeightTransferEngine.trainer_init(
-            {"master_address": master_address, "master_port": master_port, "world_size": world_size})
-
-    def broadcast_weights(self, dtype: str | None, bucket_bytes: int) -> float:
-        """Bucketed NCCL broadcast of the full weights from rank 0 to every engine (which must
-        be receiving concurrently); seconds spent in the gather."""
+    def send_weights(self, transfer: Transfer, dtype: str | None) -> float:
+        """One push to the engines: this rank gathers the full weights on its GPU (every rank
+        must call it) and hands them to ``transfer``'s transport; seconds spent gathering."""
         t0 = time.perf_counter()
-        sd = self._gpu_weights(dtype)
+        weights = self._gpu_weights(dtype)
         gather_s = time.perf_counter() - t0
-        if self.rank == 0:
-            from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
-
-            NCCLWeightTransferEngine.trainer_send_weights(
-                iter(sd.items()), {"group": self._bcast_group, "packed": True,
-                                   "packed_buffer_size_bytes": bucket_bytes})
-            torch.cuda.synchronize()
-        return gather_s
-
-    def send_weights_ipc(self, engines: list, dtype: str | None, version: int) -> float:
-        """CUDA IPC handles of the full weights on this GPU to the engines sharing it: every
-        rank exports its copy, the handles are merged by GPU UUID, rank 0 calls each engine,
-        which maps the memory and loads it in place. The tensors live until the call returns."""
-        import ray
-        from vllm.distributed.weight_transfer.ipc_engine import IPCWeightTransferEngine
-
-        t0 = time.perf_counter()
-        sd = self._gpu_weights(dtype)
-        gather_s = time.perf_counter() - t0
-
-        def send(info) -> None:
-            from dataclasses import asdict
-
-            ray.get([e.receive_weights.remote(asdict(info), version) for e in engines])
-
-        IPCWeightTransferEngine.trainer_send_weights(iter(sd.items()), {"send_mode": send})
-        del sd
-        torch.cuda.empty_cache()
+        transfer.send(weights, self.channel)
+        del weights
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
         return gather_s
 
     def save(self, path: str, extra: dict | None = None) -> None:
@@ -386,22 +366,28 @@ def _apply_lora(lm, cfg: LoraConfig):
                                        target_modules=list(cfg.target_modules), bias="none"))
 
 
+def _hf_key(key: str, lora: LoraConfig | None) -> str | None:
+    """A policy state-dict key -> its Hugging Face name; None for a LoRA factor (merged into
+    its base weight by :func:`_hf_names`)."""
+    k = key.removeprefix("lm.")
+    if lora is None:
+        return k
+    if "lora_" in k:
+        return None
+    return k.removeprefix("base_model.model.").replace(".base_layer.", ".")
+
+
 def _hf_names(sd: dict[str, torch.Tensor], lora: LoraConfig | None) -> dict[str, torch.Tensor]:
     """Policy state dict -> Hugging Face names; LoRA deltas merged (W + alpha/r * B @ A)."""
-    sd = {k.removeprefix("lm."): v for k, v in sd.items()}
-    if lora is None:
-        return sd
     out = {}
-    scale = lora.alpha / lora.r
     for k, v in sd.items():
-        if "lora_" in k:
+        name = _hf_key(k, lora)
+        if name is None:
             continue
-        name = k.removeprefix("base_model.model.")
-        if ".base_layer." in k:
+        if lora is not None and ".base_layer." in k:
             a = sd[k.replace(".base_layer.weight", ".lora_A.default.weight")]
             b = sd[k.replace(".base_layer.weight", ".lora_B.default.weight")]
-            v = v + scale * (b.float() @ a.float()).to(v.dtype)
-            name = name.replace(".base_layer.", ".")
+            v = v + lora.alpha / lora.r * (b.float() @ a.float()).to(v.dtype)
         out[name] = v
     return out
 

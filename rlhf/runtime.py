@@ -25,7 +25,7 @@ from rlhf.data import PromptStream, load_source, tokenize_prompts
 from rlhf.learner import cosine_lr
 from rlhf.metrics import MetricsWriter, percentile, plot_metrics
 from rlhf.scoring import Scorer
-from rlhf.weight_sync import make_weight_sync, pick_transport
+from rlhf.weight_sync import ObjectStoreSync, make_weight_sync, pick_transport
 from rlhf.windows import LengthWindows, generated_perplexity
 from rollout.base import Completion, SamplingConfig
 
@@ -160,10 +160,7 @@ class Run:
         lw = r.rollout.length_windows
         self.windows = LengthWindows(**lw.model_dump()) if lw else None
         self._start_ray()
-        self.learners, self.rollouts = self._start_roles()
-        self.sync = make_weight_sync(self.transport, self.learners, self.rollouts,
-                                     "bfloat16" if r.model.dtype == "bfloat16" else None)
-        self.rollouts.restore = self.sync.restore
+        self.learners, self.sync, self.rollouts = self._start_roles()
         self.version = 0
         self._resume()
         self.metrics = MetricsWriter(self.dir / "metrics.jsonl", truncate_after=self.start_step)
@@ -197,7 +194,9 @@ class Run:
         ray.init(address="local", num_cpus=max(int(cpus + 0.999), 1), include_dashboard=False,
                  runtime_env=env, log_to_driver=True, _node_ip_address="127.0.0.1")
 
-    def _start_roles(self) -> tuple[LearnerGroup, RolloutGroup]:
+    def _start_roles(self) -> tuple[LearnerGroup, ObjectStoreSync, RolloutGroup]:
+        """The learners, the weight sync between them and the engines, the rollout workers
+        (whose restart hook is the sync's ``restore``), connected."""
         r = self.recipe
         loss = r.loss.model_dump()
         learner_kwargs = dict(model_path=self.model_path, model_cfg=r.model, train_cfg=r.train,
@@ -217,10 +216,14 @@ class Run:
                                enable_sleep_mode=r.placement.mode == "colocated", seed=r.run.seed,
                                repetition_stop=r.rollout.repetition_stop.decode_time,
                                weight_transfer=None if self.transport == "object_store" else self.transport)
+        sync = make_weight_sync(self.transport, learners,
+                                "bfloat16" if r.model.dtype == "bfloat16" else None)
         rollouts = RolloutGroup(r.rollout.num_workers, r.rollout.engine, self.model_path,
                                 engine_opts, r.rollout.num_cpus, place["rollout_gpus"],
-                                r.rollout.max_restarts, place["pg"], place["rollout_bundles"])
-        return learners, rollouts
+                                r.rollout.max_restarts, place["pg"], place["rollout_bundles"],
+                                on_restart=sync.restore)
+        sync.connect(rollouts)
+        return learners, sync, rollouts
 
     def _context_len(self) -> int:
         """Longest prompt in the data + the response budget (the largest length window)."""

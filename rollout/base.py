@@ -53,7 +53,21 @@ class Engine(Protocol):
         prompt i's samples so that a prompt re-issued elsewhere draws the same samples."""
         ...
 
-    def update_weights(self, named_tensors: dict) -> None: ...
+    def update_weights(self, named_tensors: dict) -> None:
+        """Load a full, Hugging Face-named state dict in place (the object-store transport)."""
+        ...
+
+    def init_weight_transfer(self, master_address: str, master_port: int, rank_offset: int,
+                             world_size: int) -> None:
+        """Join the learner's NCCL group as rank ``rank_offset`` (the learner is rank 0);
+        blocks until every member has joined. An engine without learner-initiated transfers
+        raises ``NotImplementedError``."""
+        ...
+
+    def receive_weights(self, update_info: dict) -> None:
+        """One learner-initiated transfer (CUDA IPC handles, or an NCCL broadcast the learner
+        is sending): rlhf/weight_sync.py. Same refusal as ``init_weight_transfer``."""
+        ...
 
     def sleep(self) -> None: ...
 

@@ -17,6 +17,10 @@ import torch
 from rollout.base import Completion, SamplingConfig
 from rollout.repetition import RepetitionTracker
 
+_NO_TRANSFER = ("the transformers engine loads weights only through update_weights (the object "
+                "store); CUDA IPC and NCCL transfers (placement.weight_sync ipc, nccl) need the "
+                "vllm engine")
+
 
 class HFEngine:
     def __init__(self, model_path: str, *, dtype: str = "float32", lm_head_fp32: bool = True,
@@ -42,6 +46,13 @@ class HFEngine:
         _missing, unexpected = self.model.load_state_dict(named_tensors, strict=False)
         if unexpected:
             raise KeyError(f"update_weights: unknown parameter names {unexpected[:5]}")
+
+    def init_weight_transfer(self, master_address: str, master_port: int, rank_offset: int,
+                             world_size: int) -> None:
+        raise NotImplementedError(_NO_TRANSFER)
+
+    def receive_weights(self, update_info: dict) -> None:
+        raise NotImplementedError(_NO_TRANSFER)
 
     def sleep(self) -> None:  # nothing to free on the CPU
         pass

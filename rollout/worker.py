@@ -48,8 +48,9 @@ class RolloutWorker:
         self.version = version
         return time.perf_counter() - t0
 
-    def init_weight_transfer(self, **init_info) -> None:
-        self.engine.init_weight_transfer(**init_info)
+    def init_weight_transfer(self, master_address: str, master_port: int, rank_offset: int,
+                             world_size: int) -> None:
+        self.engine.init_weight_transfer(master_address, master_port, rank_offset, world_size)
 
     def receive_weights(self, update_info: dict, version: int) -> float:
         """A learner-initiated transfer (CUDA IPC handles or an NCCL broadcast)."""

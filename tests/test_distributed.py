@@ -76,7 +76,8 @@ def test_stale_samples_are_refused(tiny_model_dir):
 
 
 def test_killed_rollout_worker_is_restarted_and_prompts_reissued(local_ray, tiny_model_dir):
-    group = RolloutGroup(2, "hf", tiny_model_dir, {}, num_cpus=1)
+    restarted = []  # the restart hook: the run's weight sync gives the new worker its weights
+    group = RolloutGroup(2, "hf", tiny_model_dir, {}, num_cpus=1, on_restart=restarted.append)
     prompts = [[5 + i % 50, 6, 7, 8] for i in range(48)]
     seeds = list(range(100, 148))
     s = SamplingConfig(n=4, max_tokens=48, stop_token_ids=())
@@ -87,7 +88,7 @@ def test_killed_rollout_worker_is_restarted_and_prompts_reissued(local_ray, tiny
     killer.start()
     out = group.generate(prompts, seeds, s)
     killer.join()
-    assert group.restarts == 1
+    assert group.restarts == 1 and restarted == [group.actors[0]]
     assert [c.prompt_index for c in out] == [i for i in range(48) for _ in range(4)]
     assert [c.token_ids for c in out] == [c.token_ids for c in reference]  # same seeds, same samples
     group.shutdown()

@@ -102,6 +102,13 @@ def test_update_weights_rejects_unknown_names(engine):
         engine.update_weights({"not.a.param": torch.zeros(1)})
 
 
+def test_learner_initiated_transfers_are_refused_with_the_reason(engine):
+    with pytest.raises(NotImplementedError, match="need the vllm engine"):
+        engine.init_weight_transfer("127.0.0.1", 4321, 1, 2)
+    with pytest.raises(NotImplementedError, match="need the vllm engine"):
+        engine.receive_weights({"names": []})
+
+
 def test_vllm_engine_posthoc_repetition_truncation():
     from rollout.vllm_engine import truncate_repetition
 

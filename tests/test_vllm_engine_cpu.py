@@ -257,3 +257,31 @@ def test_engine_rejects_an_unknown_repetition_mode(fake_vllm):
     sys.modules["vllm"].LLM = lambda **kw: fake_vllm_llm
     with pytest.raises(ValueError, match="repetition_stop: expected off, abort or processor"):
         VLLMEngine("/nonexistent", repetition_stop="sometimes")
+
+
+class _RecordingLLM:
+    """vllm.LLM as the weight-transfer calls use it: every call recorded in order."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
+
+
+def test_engine_side_of_the_learner_initiated_transfers():
+    from rollout.vllm_engine import VLLMEngine
+
+    eng = object.__new__(VLLMEngine)
+    eng.llm = _RecordingLLM()
+    eng.init_weight_transfer("10.0.0.1", 4321, 2, 3)
+    assert eng.llm.calls == [("init_weight_transfer_engine", ({"init_info": {
+        "master_address": "10.0.0.1", "master_port": 4321, "rank_offset": 2, "world_size": 3}},),
+        {})]
+    eng.llm.calls.clear()
+    info = {"names": ["w"], "dtype_names": ["bfloat16"], "shapes": [[2, 2]], "packed": True}
+    eng.receive_weights(info)
+    # the stale prefix cache (KV from the old weights) goes after the update
+    assert eng.llm.calls == [("start_weight_update", (), {}),
+                             ("update_weights", ({"update_info": info},), {}),
+                             ("finish_weight_update", (), {}), ("reset_prefix_cache", (), {})]

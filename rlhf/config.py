@@ -378,8 +378,6 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
 def check_resources(recipe: Recipe, base_dir: Path | None = None) -> list[str]:
     """Problems that need the file system: missing model directory, missing or empty data."""
-    from rlhf.models import check_model_dir
-
     errors = []
     if recipe.model.path is not None:
         errors += [f"model.path: {e}" for e in check_model_dir(recipe.model.path)]
@@ -392,3 +390,16 @@ def check_resources(recipe: Recipe, base_dir: Path | None = None) -> list[str]:
             elif p.is_file() and p.stat().st_size == 0:
                 errors.append(f"data.{name}.path: {src.path!r} is empty")
     return errors
+
+
+def check_model_dir(path: str | Path) -> list[str]:
+    """Problems with a local checkpoint directory (empty list when it looks loadable)."""
+    p = Path(path)
+    if not p.exists():
+        return [f"model directory {str(p)!r} does not exist"]
+    if not p.is_dir():
+        return [f"model path {str(p)!r} is not a directory"]
+    if not (p / "config.json").exists():
+        return [f"model directory {str(p)!r} has no config.json (expected a Hugging Face "
+                "checkpoint directory)"]
+    return []

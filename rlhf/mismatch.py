@@ -3,7 +3,7 @@
 For the recipe's model, once with the LM head in bf16 and once in FP32 *on both sides*
 (enabling it on one side only makes the mismatch worse): the vLLM engine samples responses and
 returns the raw log-probabilities of the sampled tokens (before temperature and top-p); the
-learner's :class:`rlhf.policy.PolicyModel` (bf16 weights, head in bf16, or chunked FP32 as in
+learner's :class:`rlhf.learner.policy.PolicyModel` (bf16 weights, head in bf16, or chunked FP32 as in
 training) scores the same tokens. Printed per head: Pearson r of the token probabilities (M1:
 0.987 with a bf16 head, 0.997 with FP32), mean |dp|, mean |dlogp|, and the mean sampled-token
 probability (how peaked the model is: a random model's near-uniform distributions make every
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from rlhf.metrics import pearson
+from rlhf.learner.stats import pearson
 
 
 def mismatch_stats(learner_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor) -> dict:
@@ -49,7 +49,7 @@ def learner_logprobs(model_path: str, fp32_head: bool, prompts: list[list[int]],
     """PolicyModel (bf16 weights) log-probabilities of the completions' tokens: [T]."""
     from transformers import AutoModelForCausalLM
 
-    from rlhf.policy import PolicyModel
+    from rlhf.learner.policy import PolicyModel
 
     lm = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16,
                                               attn_implementation="sdpa").cuda().eval()
@@ -106,21 +106,13 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def model_path_of(recipe) -> str:
-    m = recipe.model
-    if m.path is not None:
-        return str(Path(m.path).resolve())
-    from rlhf.models import build_tiny_model
-
-    out = Path(tempfile.mkdtemp(prefix="mismatch_model_"))
-    return str(build_tiny_model(out, **m.build.model_dump()))
-
-
 def run(recipe, heads: tuple[str, ...] = ("bf16", "fp32"), prompts: int = 64,
         prompt_len: int = 64, new_tokens: int = 512, temperature: float | None = None,
         gpu_memory_utilization: float = 0.4, seed: int = 0, out: str | None = None) -> list[dict]:
     """The ``rlhf mismatch`` command: one process per head, then the table."""
-    model = model_path_of(recipe)
+    from rlhf.models import prepare_model
+
+    model = prepare_model(recipe.model, tempfile.mkdtemp(prefix="mismatch_model_"))
     temp = recipe.rollout.temperature if temperature is None else temperature
     rows = []
     for head in heads:

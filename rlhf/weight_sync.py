@@ -56,8 +56,8 @@ import ray
 class ObjectStoreSync:
     """The object-store transport (works for every engine, CPU or GPU); the base of the others.
 
-    ``learners`` is a :class:`rlhf.actors.LearnerGroup`; ``connect`` takes the
-    :class:`rlhf.actors.RolloutGroup` whose current ``actors`` every push reaches."""
+    ``learners`` is a :class:`rlhf.driver.roles.LearnerGroup`; ``connect`` takes the
+    :class:`rlhf.driver.roles.RolloutGroup` whose current ``actors`` every push reaches."""
 
     def __init__(self, learners: Any, dtype: str | None):
         self.learners, self.dtype = learners, dtype

@@ -7,7 +7,7 @@ finish reason, one seed per prompt, one token budget per prompt. Token ids go in
 (``TokensPrompt``); nothing is re-tokenized.
 
 * FP32 LM head: vLLM's ``hf_overrides={"head_dtype": "float32"}`` (bf16 operands, float32
-  accumulation and logits), which the learner's chunked head reproduces (rlhf/logprobs.py).
+  accumulation and logits), which the learner's chunked head reproduces (rlhf/learner/logprobs.py).
 * M1's repetition stop is always applied to the returned raw logprobs
   (:func:`truncate_repetition`): the sample is cut after the token at which the rule fires and
   its finish reason is ``repetition``. ``repetition_stop`` also runs it at decode time:

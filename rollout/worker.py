@@ -1,5 +1,5 @@
 """The rollout role: one engine per actor. The driver-side group handle lives in
-``rlhf.actors.RolloutGroup``; this class is what runs inside each actor."""
+``rlhf.driver.roles.RolloutGroup``; this class is what runs inside each actor."""
 
 from __future__ import annotations
 

@@ -10,10 +10,10 @@ import pytest
 import ray
 import torch
 
-from rlhf.actors import LearnerGroup, RolloutGroup
-from rlhf.batching import TrainSample
 from rlhf.config import ModelConfig, TrainConfig, load_recipe
 from rlhf.driver import train
+from rlhf.driver.roles import LearnerGroup, RolloutGroup
+from rlhf.learner.batching import TrainSample
 from rollout.base import SamplingConfig
 
 pytestmark = pytest.mark.integration
@@ -60,7 +60,7 @@ def test_two_fsdp_learners_equal_one_learner(local_ray, tiny_model_dir):
 
 
 def test_stale_samples_are_refused(tiny_model_dir):
-    from rlhf.learner import LearnerWorker
+    from rlhf.learner.worker import LearnerWorker
 
     w = LearnerWorker(tiny_model_dir, ModelConfig(path=tiny_model_dir),
                       TrainConfig(micro_batch_tokens=64, max_staleness=1), {"type": "cispo"}, True,

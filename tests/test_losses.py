@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rlhf.losses import agg_loss, available_losses, get_policy_loss, kl_k3
+from rlhf.learner.losses import agg_loss, available_losses, get_policy_loss, kl_k3
 
 pytestmark = pytest.mark.unit
 LN2 = math.log(2.0)

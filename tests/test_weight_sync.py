@@ -13,8 +13,8 @@ import pytest
 import ray
 import torch
 
-from rlhf.actors import LearnerGroup
 from rlhf.config import RecipeError, parse_recipe
+from rlhf.driver.roles import LearnerGroup
 from rlhf.weight_sync import (
     Channel,
     IPCSync,
@@ -208,7 +208,7 @@ def test_object_store_restore_reuses_the_last_push(local_ray):
 # ---- the real learner: what it sends, and the metadata it announces ------------------------
 def _worker(model_dir, lora=None, port=29741):
     from rlhf.config import LoraConfig, ModelConfig, TrainConfig
-    from rlhf.learner import LearnerWorker
+    from rlhf.learner.worker import LearnerWorker
 
     cfg = ModelConfig(path=model_dir, lora=LoraConfig(**lora) if lora else None)
     return LearnerWorker(model_dir, cfg, TrainConfig(), {"type": "cispo"}, True, master_port=port)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import ray
 
-from rlhf.batching import TrainSample
+from rlhf.learner.batching import TrainSample
 from rollout.base import Completion, SamplingConfig
 from rollout.worker import RolloutWorker
 
@@ -34,7 +34,7 @@ def _free_port() -> int:
 class LearnerGroup:
     def __init__(self, n: int, worker_kwargs: dict, num_cpus: float = 1.0, num_gpus: float = 0,
                  placement_group=None, name: str | None = None, bundles: list[int] | None = None):
-        from rlhf.learner import LearnerWorker
+        from rlhf.learner.worker import LearnerWorker
 
         port = _free_port()
         opts = {"num_cpus": num_cpus, "num_gpus": num_gpus}
@@ -55,8 +55,6 @@ class LearnerGroup:
     def train(self, samples: list[TrainSample], mini_batches: int) -> dict[str, float]:
         """Split the generation batch into K mini-batches, then give each rank an interleaved
         share of every mini-batch: the K updates are the same whatever the number of ranks."""
-        from rlhf.learner import split_minibatches
-
         n = len(self.actors)
         minis = split_minibatches(samples, mini_batches)
         return _reduce_metrics(ray.get([a.train.remote([m[r::n] for m in minis])
@@ -99,6 +97,14 @@ class LearnerGroup:
         finally:
             for a in self.actors:
                 ray.kill(a)
+
+
+def split_minibatches(samples: list, k: int) -> list[list]:
+    """K contiguous, nearly equal mini-batches (fewer when there are fewer samples)."""
+    k = max(1, min(k, len(samples)))
+    n = len(samples)
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return [samples[bounds[i]:bounds[i + 1]] for i in range(k)]
 
 
 _SUMMED = {"loss", "sft_loss"}  # each rank holds its share of a globally normalised loss

@@ -3,7 +3,7 @@ chunked LM head.
 
 ``PolicyModel`` wraps a Hugging Face causal LM (optionally a peft model). Its ``forward`` runs
 the decoder, picks the hidden states that predict response tokens, and applies the head with
-:func:`rlhf.logprobs.chunked_logprobs`; the head's weight is used inside this module's forward,
+:func:`rlhf.learner.logprobs.chunked_logprobs`; the head's weight is used inside this module's forward,
 so FSDP2 (which unshards a module's parameters for its forward) can wrap it as the root.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rlhf.batching import MicroBatch
-from rlhf.logprobs import chunked_logprobs
+from rlhf.learner.batching import MicroBatch
+from rlhf.learner.logprobs import chunked_logprobs
 
 
 def base_model(lm: nn.Module) -> nn.Module:

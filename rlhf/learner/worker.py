@@ -1,7 +1,7 @@
 """The learner role: one member of a torch.distributed group training the policy.
 
 Each ``LearnerWorker`` gets its rank and the group's rendezvous address from the driver
-(:class:`rlhf.actors.LearnerGroup`), so no torchrun is needed. With more than one learner (or
+(:class:`rlhf.driver.roles.LearnerGroup`), so no torchrun is needed. With more than one learner (or
 on a GPU) the policy is sharded with FSDP2 (``fully_shard``): bf16 compute with float32 master
 weights and optimizer state on GPU, float32 on CPU.
 
@@ -12,7 +12,6 @@ whatever the micro-batching.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections import defaultdict
@@ -21,11 +20,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from rlhf.batching import TrainSample, collate, plan_micro_batches
 from rlhf.config import LoraConfig, ModelConfig, OptimConfig, TrainConfig
-from rlhf.losses import get_policy_loss
-from rlhf.metrics import pearson
-from rlhf.policy import PolicyModel, base_model
+from rlhf.learner.batching import TrainSample, collate, plan_micro_batches
+from rlhf.learner.losses import get_policy_loss
+from rlhf.learner.policy import PolicyModel, base_model
+from rlhf.learner.stats import pearson
 from rlhf.weight_sync import Channel, NCCLGroup, Transfer
 
 
@@ -337,14 +336,6 @@ class LearnerWorker:
 
 
 # ---- helpers -------------------------------------------------------------------------------
-def split_minibatches(samples: list, k: int) -> list[list]:
-    """K contiguous, nearly equal mini-batches (fewer when there are fewer samples)."""
-    k = max(1, min(k, len(samples)))
-    n = len(samples)
-    bounds = [round(i * n / k) for i in range(k + 1)]
-    return [samples[bounds[i]:bounds[i + 1]] for i in range(k)]
-
-
 def _mismatch_metrics(samples: list[TrainSample]) -> dict[str, float]:
     """M1's train/inference mismatch on the sampled tokens: Pearson r of probabilities, mean
     absolute differences of probabilities and log-probabilities (learner vs sampler)."""
@@ -403,9 +394,3 @@ def _shard(policy: PolicyModel, device: torch.device, dtype: str) -> None:
     for layer in base_model(policy.lm).model.layers:
         fully_shard(layer, **kw)
     fully_shard(policy, **kw)
-
-
-def cosine_lr(step: int, total: int, peak: float, floor: float = 0.1) -> float:
-    """Warm-up learning rate: cosine from ``peak`` to ``floor * peak``."""
-    frac = step / max(total - 1, 1)
-    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac)))

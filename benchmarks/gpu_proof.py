@@ -79,7 +79,7 @@ def phase_raw(work: Path, steps: int) -> dict:
     batches, longest = step_batches(r, AutoTokenizer.from_pretrained(model), steps)
     ro = r.rollout
     llm = LLM(model=model, dtype="bfloat16", hf_overrides={"head_dtype": "float32"},
-              gpu_memory_utilization=ro.gpu_memory_utilization,
+              gpu_memory_utilization=ro.engine.gpu_memory_utilization,
               max_model_len=longest + ro.max_new_tokens, seed=r.run.seed)
     eos = _eos_ids(model)
     rows = []

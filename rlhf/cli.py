@@ -25,7 +25,7 @@ def _load(args) -> object:
 
 def cmd_validate(args) -> int:
     recipe = _load(args)
-    print(f"{args.recipe}: ok (loss={recipe.loss.type}, engine={recipe.rollout.engine}, "
+    print(f"{args.recipe}: ok (loss={recipe.loss.type}, engine={recipe.rollout.engine.type}, "
           f"steps={recipe.run.steps})")
     return 0
 

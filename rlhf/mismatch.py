@@ -86,12 +86,15 @@ def measure_engine(engine, model_path: str, fp32_head: bool, n_prompts: int = 64
 
 
 def _measure_head(model_path: str, head: str, args) -> dict:
+    from rollout.base import EngineSetup
+    from rollout.engines import VLLMEngineConfig
     from rollout.vllm_engine import VLLMEngine
 
-    engine = VLLMEngine(model_path, dtype="bfloat16", lm_head_fp32=head == "fp32",
-                        gpu_memory_utilization=args.gpu_memory_utilization,
-                        max_model_len=args.prompt_len + args.new_tokens + 16,
-                        repetition_stop=False, skip_tokenizer_init=True)
+    options = VLLMEngineConfig(gpu_memory_utilization=args.gpu_memory_utilization,
+                               max_model_len=args.prompt_len + args.new_tokens + 16)
+    engine = VLLMEngine(model_path, options, EngineSetup(dtype="bfloat16",
+                                                         lm_head_fp32=head == "fp32"),
+                        skip_tokenizer_init=True)
     return measure_engine(engine, model_path, head == "fp32", args.prompts, args.prompt_len,
                           args.new_tokens, args.temperature, args.seed)
 

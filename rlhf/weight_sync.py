@@ -51,6 +51,8 @@ from typing import Any
 
 import ray
 
+from rlhf.config import GPU_TRANSPORTS
+
 
 # ---- driver side -------------------------------------------------------------------------
 class ObjectStoreSync:
@@ -127,13 +129,15 @@ _SYNCS: dict[str, type[ObjectStoreSync]] = {"object_store": ObjectStoreSync, "ip
                                             "nccl": NCCLSync}
 
 
-def pick_transport(engine: str, placement: str, requested: str = "auto") -> str:
-    """The transport a run uses: ``requested`` unless ``auto``; see the module docstring."""
+def pick_transport(engine_transports: frozenset[str], placement: str, requested: str = "auto",
+                   ) -> str:
+    """The transport a run uses: ``requested`` unless ``auto``; with ``auto``, the GPU transport
+    of the placement (``GPU_TRANSPORTS``: ipc when colocated, nccl when separate) when the
+    engine can receive it (its section's ``weight_transports``), else the object store."""
     if requested != "auto":
         return requested
-    if engine != "vllm":
-        return "object_store"
-    return {"colocated": "ipc", "separate": "nccl"}.get(placement, "object_store")
+    preferred = next((t for t, mode in GPU_TRANSPORTS.items() if mode == placement), None)
+    return preferred if preferred in engine_transports else "object_store"
 
 
 def make_weight_sync(transport: str, learners: Any, dtype: str | None) -> ObjectStoreSync:

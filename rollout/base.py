@@ -31,6 +31,19 @@ class SamplingConfig:
     repetition_prob: float = 0.99
 
 
+@dataclass(frozen=True)
+class EngineSetup:
+    """What the run decides for every engine, whatever its type (each engine's own options are
+    its section of ``rollout.engine``, rollout/engines.py)."""
+
+    dtype: str = "float32"  # compute dtype of the weights (model.dtype)
+    lm_head_fp32: bool = True  # precision.lm_head_fp32: the head in FP32, as on the learner
+    seed: int = 0  # run.seed
+    sleep_mode: bool = False  # colocated placement: engines sleep while the learners train
+    weight_transfer: str | None = None  # "ipc" | "nccl": learner-initiated; None: object store
+    context_len: int | None = None  # longest prompt in the data + the response budget
+
+
 @dataclass
 class Completion:
     """One sampled response: token ids, raw log-probabilities of those tokens, finish reason,

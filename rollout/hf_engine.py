@@ -1,4 +1,4 @@
-"""A transformers generation engine (CPU, tests, small GPUs).
+"""A transformers generation engine (CPU: tests, laptops; options: rollout/engines.py).
 
 It runs its own decode loop over a KV cache instead of ``model.generate`` because RL needs
 what ``generate`` does not give directly: the *raw* log-probability of each sampled token (before
@@ -14,7 +14,8 @@ import inspect
 
 import torch
 
-from rollout.base import Completion, SamplingConfig
+from rollout.base import Completion, EngineSetup, SamplingConfig
+from rollout.engines import HFEngineConfig
 from rollout.repetition import RepetitionTracker
 
 _NO_TRANSFER = ("the transformers engine loads weights only through update_weights (the object "
@@ -23,17 +24,16 @@ _NO_TRANSFER = ("the transformers engine loads weights only through update_weigh
 
 
 class HFEngine:
-    def __init__(self, model_path: str, *, dtype: str = "float32", lm_head_fp32: bool = True,
-                 device: str = "cpu", max_batch_rows: int = 256, num_threads: int | None = None):
+    def __init__(self, model_path: str, options: HFEngineConfig | None = None,
+                 setup: EngineSetup | None = None):
         from transformers import AutoModelForCausalLM
 
-        if num_threads:
-            torch.set_num_threads(num_threads)
-        self.device = torch.device(device)
+        options, setup = options or HFEngineConfig(), setup or EngineSetup()
+        self.device = torch.device("cpu")
         self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=getattr(torch, dtype)).to(self.device).eval()
-        self.lm_head_fp32 = lm_head_fp32
-        self.max_batch_rows = max_batch_rows
+            model_path, dtype=getattr(torch, setup.dtype)).to(self.device).eval()
+        self.lm_head_fp32 = setup.lm_head_fp32
+        self.max_batch_rows = options.max_batch_rows
         params = inspect.signature(self.model.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.eos_id = self.model.config.eos_token_id

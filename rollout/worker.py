@@ -5,29 +5,20 @@ from __future__ import annotations
 
 import time
 
-from rollout.base import Completion, SamplingConfig
-
-
-def make_engine(kind: str, model_path: str, **options):
-    """Build an engine by name: ``hf`` (transformers, CPU) or ``vllm`` (imported only here)."""
-    if kind == "hf":
-        from rollout.hf_engine import HFEngine
-
-        return HFEngine(model_path, **options)
-    if kind == "vllm":
-        from rollout.vllm_engine import VLLMEngine
-
-        return VLLMEngine(model_path, **options)
-    raise ValueError(f"unknown engine {kind!r}; valid: hf, vllm")
+from rollout.base import Completion, EngineSetup, SamplingConfig
+from rollout.engines import EngineConfig
 
 
 class RolloutWorker:
-    def __init__(self, kind: str, model_path: str, engine_options: dict, num_threads: int = 1):
+    """``engine``: its recipe section (rollout/engines.py), which builds it with ``setup``."""
+
+    def __init__(self, engine: EngineConfig, model_path: str, setup: EngineSetup,
+                 num_threads: int = 1):
         import torch
         from transformers import AutoTokenizer
 
         torch.set_num_threads(max(1, num_threads))
-        self.engine = make_engine(kind, model_path, **engine_options)
+        self.engine = engine.build(model_path, setup)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.version = 0
 

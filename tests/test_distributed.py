@@ -10,11 +10,12 @@ import pytest
 import ray
 import torch
 
-from rlhf.config import ModelConfig, TrainConfig, load_recipe
+from rlhf.config import CispoLoss, ModelConfig, TrainConfig, load_recipe
 from rlhf.driver import train
 from rlhf.driver.roles import LearnerGroup, RolloutGroup
 from rlhf.learner.batching import TrainSample
 from rollout.base import SamplingConfig
+from rollout.engines import HFEngineConfig
 
 pytestmark = pytest.mark.integration
 RECIPES = Path(__file__).parent.parent / "recipes"
@@ -34,7 +35,7 @@ def _samples(n=12, seed=0):
 
 def _learner_kwargs(path, **train):
     return dict(model_path=path, model_cfg=ModelConfig(path=path),
-                train_cfg=TrainConfig(micro_batch_tokens=64, **train), loss_cfg={"type": "cispo"},
+                train_cfg=TrainConfig(micro_batch_tokens=64, **train), loss_cfg=CispoLoss(),
                 lm_head_fp32=True)
 
 
@@ -63,7 +64,7 @@ def test_stale_samples_are_refused(tiny_model_dir):
     from rlhf.learner.worker import LearnerWorker
 
     w = LearnerWorker(tiny_model_dir, ModelConfig(path=tiny_model_dir),
-                      TrainConfig(micro_batch_tokens=64, max_staleness=1), {"type": "cispo"}, True,
+                      TrainConfig(micro_batch_tokens=64, max_staleness=1), CispoLoss(), True,
                       master_port=29731)
     try:
         w.train([_samples(4)])
@@ -77,7 +78,8 @@ def test_stale_samples_are_refused(tiny_model_dir):
 
 def test_killed_rollout_worker_is_restarted_and_prompts_reissued(local_ray, tiny_model_dir):
     restarted = []  # the restart hook: the run's weight sync gives the new worker its weights
-    group = RolloutGroup(2, "hf", tiny_model_dir, {}, num_cpus=1, on_restart=restarted.append)
+    group = RolloutGroup(2, HFEngineConfig(), tiny_model_dir, num_cpus=1,
+                         on_restart=restarted.append)
     prompts = [[5 + i % 50, 6, 7, 8] for i in range(48)]
     seeds = list(range(100, 148))
     s = SamplingConfig(n=4, max_tokens=48, stop_token_ids=())

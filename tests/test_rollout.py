@@ -6,7 +6,8 @@ import random
 import pytest
 import torch
 
-from rollout.base import SamplingConfig
+from rollout.base import EngineSetup, SamplingConfig
+from rollout.engines import HFEngineConfig
 from rollout.hf_engine import HFEngine
 from rollout.repetition import RepetitionTracker, first_repetition_stop
 
@@ -55,7 +56,7 @@ def test_logprobs_are_the_raw_teacher_forced_ones(engine):
         assert max(abs(a - b) for a, b in zip(ref, c.logprobs)) < 1e-4
 
 
-def test_per_prompt_seeds_make_samples_independent_of_batching(engine):
+def test_per_prompt_seeds_make_samples_independent_of_batching(engine, tiny_model_dir):
     prompts = [[5, 6, 7], [9, 10, 11, 12, 13], [20, 21]]
     s = SamplingConfig(n=2, max_tokens=10)
     together = engine.generate(prompts, s, seeds=[11, 22, 33])
@@ -63,6 +64,10 @@ def test_per_prompt_seeds_make_samples_independent_of_batching(engine):
     assert [c.token_ids for c in together[2:4]] == [c.token_ids for c in alone]
     other = engine.generate([prompts[1]], s, seeds=[23])
     assert [c.token_ids for c in other] != [c.token_ids for c in alone]
+    small = HFEngineConfig(max_batch_rows=4).build(tiny_model_dir, EngineSetup())  # its section
+    assert small.max_batch_rows == 4
+    split = small.generate(prompts, s, seeds=[11, 22, 33])  # 6 rows decoded as 4 + 2
+    assert [c.token_ids for c in split] == [c.token_ids for c in together]
 
 
 def test_per_request_budget_gives_length_finish(engine):

@@ -13,7 +13,7 @@ import pytest
 import ray
 import torch
 
-from rlhf.config import RecipeError, parse_recipe
+from rlhf.config import CispoLoss, RecipeError, parse_recipe
 from rlhf.driver.roles import LearnerGroup
 from rlhf.weight_sync import (
     Channel,
@@ -23,14 +23,17 @@ from rlhf.weight_sync import (
     make_weight_sync,
     pick_transport,
 )
+from rollout.engines import HFEngineConfig, VLLMEngineConfig
 
 
 @pytest.mark.parametrize("engine,placement,requested,expected", [
     ("vllm", "colocated", "auto", "ipc"), ("vllm", "separate", "auto", "nccl"),
     ("hf", "local", "auto", "object_store"), ("vllm", "local", "auto", "object_store"),
+    ("hf", "colocated", "auto", "object_store"), ("hf", "separate", "auto", "object_store"),
     ("vllm", "separate", "object_store", "object_store")])
 def test_transport_follows_placement(engine, placement, requested, expected):
-    assert pick_transport(engine, placement, requested) == expected
+    section = {"hf": HFEngineConfig, "vllm": VLLMEngineConfig}[engine]
+    assert pick_transport(section.weight_transports, placement, requested) == expected
 
 
 def test_transport_that_cannot_work_is_a_recipe_error():
@@ -211,7 +214,7 @@ def _worker(model_dir, lora=None, port=29741):
     from rlhf.learner.worker import LearnerWorker
 
     cfg = ModelConfig(path=model_dir, lora=LoraConfig(**lora) if lora else None)
-    return LearnerWorker(model_dir, cfg, TrainConfig(), {"type": "cispo"}, True, master_port=port)
+    return LearnerWorker(model_dir, cfg, TrainConfig(), CispoLoss(), True, master_port=port)
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +257,7 @@ def test_sharded_learners_announce_the_gathered_names_and_shapes(local_ray, tied
 
     kwargs = dict(model_path=tied_model_dir, model_cfg=ModelConfig(path=tied_model_dir,
                                                                    lora=LoraConfig(r=2, alpha=4)),
-                  train_cfg=TrainConfig(fsdp="on"), loss_cfg={"type": "cispo"}, lm_head_fp32=True)
+                  train_cfg=TrainConfig(fsdp="on"), loss_cfg=CispoLoss(), lm_head_fp32=True)
     group = LearnerGroup(2, kwargs)
     try:
         meta = group.weight_meta(None)

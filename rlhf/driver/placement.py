@@ -10,6 +10,7 @@ from typing import Any
 from rlhf.config import PlacementConfig, Recipe, RolloutConfig, TrainConfig
 from rlhf.driver.roles import LearnerGroup, RolloutGroup
 from rlhf.weight_sync import ObjectStoreSync, make_weight_sync, pick_transport
+from rollout.base import EngineSetup
 
 # settings every actor must see, also on a cluster (e.g. NCCL_NVLS_ENABLE=0, HF_HUB_OFFLINE=1)
 _PASSED_ENV = ("NCCL_", "VLLM_", "HF_", "TRANSFORMERS_", "TORCH_", "NVSHMEM_", "CUDA_LAUNCH")
@@ -75,26 +76,20 @@ def start_roles(r: Recipe, model_path: str, context_len: int,
     """The learners, the weight sync between them and the engines, and the rollout workers
     (whose restart hook is the sync's ``restore``), placed and connected."""
     place = placement_plan(r.placement, r.train, r.rollout)
-    loss = r.loss.model_dump()
     learner_kwargs = dict(model_path=model_path, model_cfg=r.model, train_cfg=r.train,
-                          loss_cfg=loss, lm_head_fp32=r.precision.lm_head_fp32, seed=r.run.seed,
-                          use_reference=loss.get("kl_coef", 0.0) > 0)
+                          loss_cfg=r.loss, lm_head_fp32=r.precision.lm_head_fp32, seed=r.run.seed)
     learners = LearnerGroup(r.train.num_learners, learner_kwargs, r.train.num_cpus,
                             place.learner_gpus, place.pg, name=f"m1rl-{r.run.name}",
                             bundles=place.learner_bundles)
-    transport = pick_transport(r.rollout.engine, r.placement.mode, r.placement.weight_sync)
-    engine_opts: dict[str, Any] = {"dtype": r.model.dtype, "lm_head_fp32": r.precision.lm_head_fp32}
-    if r.rollout.engine == "hf":
-        engine_opts["max_batch_rows"] = r.rollout.max_batch_rows
-    else:
-        engine_opts.update(gpu_memory_utilization=r.rollout.gpu_memory_utilization,
-                           max_model_len=r.rollout.max_model_len or context_len,
-                           enable_sleep_mode=r.placement.mode == "colocated", seed=r.run.seed,
-                           repetition_stop=r.rollout.repetition_stop.decode_time,
-                           weight_transfer=None if transport == "object_store" else transport)
+    engine = r.rollout.engine
+    transport = pick_transport(engine.weight_transports, r.placement.mode, r.placement.weight_sync)
+    setup = EngineSetup(dtype=r.model.dtype, lm_head_fp32=r.precision.lm_head_fp32,
+                        seed=r.run.seed, sleep_mode=r.placement.mode == "colocated",
+                        weight_transfer=None if transport == "object_store" else transport,
+                        context_len=context_len)
     sync = make_weight_sync(transport, learners, "bfloat16" if r.model.dtype == "bfloat16" else None)
-    rollouts = RolloutGroup(r.rollout.num_workers, r.rollout.engine, model_path, engine_opts,
-                            r.rollout.num_cpus, place.rollout_gpus, r.rollout.max_restarts,
-                            place.pg, place.rollout_bundles, on_restart=sync.restore)
+    rollouts = RolloutGroup(r.rollout.num_workers, engine, model_path, setup, r.rollout.num_cpus,
+                            place.rollout_gpus, r.rollout.max_restarts, place.pg,
+                            place.rollout_bundles, on_restart=sync.restore)
     sync.connect(rollouts)
     return learners, sync, rollouts

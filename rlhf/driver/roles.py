@@ -13,7 +13,8 @@ from collections.abc import Callable
 import ray
 
 from rlhf.learner.batching import TrainSample
-from rollout.base import Completion, SamplingConfig
+from rollout.base import Completion, EngineSetup, SamplingConfig
+from rollout.engines import EngineConfig
 from rollout.worker import RolloutWorker
 
 log = logging.getLogger(__name__)
@@ -125,11 +126,11 @@ class RolloutGroup:
     """``on_restart(actor)`` is called with each replacement worker before its prompts are
     re-issued: the run's weight sync gives it the current weights (``WeightSync.restore``)."""
 
-    def __init__(self, n: int, kind: str, model_path: str, engine_options: dict,
-                 num_cpus: float = 1.0, num_gpus: float = 0, max_restarts: int = 3,
-                 placement_group=None, bundles: list[int] | None = None,
+    def __init__(self, n: int, engine: EngineConfig, model_path: str,
+                 setup: EngineSetup = EngineSetup(), num_cpus: float = 1.0, num_gpus: float = 0,
+                 max_restarts: int = 3, placement_group=None, bundles: list[int] | None = None,
                  on_restart: Callable[[ray.actor.ActorHandle], None] | None = None):
-        self._spec = (kind, model_path, engine_options)
+        self._spec = (engine, model_path, setup)
         self._opts = {"num_cpus": num_cpus, "num_gpus": num_gpus}
         self._pg, self._bundles = placement_group, bundles
         self.max_restarts = max_restarts
@@ -139,12 +140,12 @@ class RolloutGroup:
         ray.get([a.ping.remote() for a in self.actors])
 
     def _spawn(self, w: int):
-        kind, path, eopts = self._spec
+        engine, path, setup = self._spec
         opts = dict(self._opts)
         if self._pg is not None:
             opts["scheduling_strategy"] = _in_bundle(self._pg, self._bundles[w])
         return ray.remote(RolloutWorker).options(**opts).remote(
-            kind, path, eopts, num_threads=max(1, int(self._opts["num_cpus"])))
+            engine, path, setup, num_threads=max(1, int(self._opts["num_cpus"])))
 
     def generate(self, prompt_ids: list[list[int]], seeds: list[int], sampling: SamplingConfig,
                  max_tokens: list[int] | None = None) -> list[Completion]:

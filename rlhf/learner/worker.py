@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from rlhf.config import LoraConfig, ModelConfig, OptimConfig, TrainConfig
+from rlhf.config import LoraConfig, LossConfig, ModelConfig, OptimConfig, TrainConfig
 from rlhf.learner.batching import TrainSample, collate, plan_micro_batches
-from rlhf.learner.losses import get_policy_loss
+from rlhf.learner.losses import bind_policy_loss
 from rlhf.learner.policy import PolicyModel, base_model
 from rlhf.learner.stats import pearson
 from rlhf.weight_sync import Channel, NCCLGroup, Transfer
@@ -30,15 +30,14 @@ from rlhf.weight_sync import Channel, NCCLGroup, Transfer
 
 class LearnerWorker:
     def __init__(self, model_path: str, model_cfg: ModelConfig, train_cfg: TrainConfig,
-                 loss_cfg: dict, lm_head_fp32: bool, rank: int = 0, world_size: int = 1,
+                 loss_cfg: LossConfig, lm_head_fp32: bool, rank: int = 0, world_size: int = 1,
                  master_addr: str = "127.0.0.1", master_port: int = 29500, seed: int = 0,
-                 use_reference: bool = False, num_threads: int | None = None):
+                 num_threads: int | None = None):
         if num_threads:
             torch.set_num_threads(num_threads)
         self.rank, self.world_size = rank, world_size
-        self.cfg, self.model_cfg = train_cfg, model_cfg
-        self.loss_cfg = dict(loss_cfg)
-        self.loss_fn = get_policy_loss(self.loss_cfg.pop("type"))
+        self.cfg, self.model_cfg, self.loss_cfg = train_cfg, model_cfg, loss_cfg
+        self.loss_fn = bind_policy_loss(loss_cfg)
         self.device = torch.device(f"cuda:{torch.cuda.current_device()}"
                                    if torch.cuda.is_available() else "cpu")
         torch.manual_seed(seed + rank)
@@ -49,7 +48,7 @@ class LearnerWorker:
         self.fsdp = train_cfg.fsdp == "on" or (train_cfg.fsdp == "auto" and (
             world_size > 1 or self.device.type == "cuda"))
         self.policy, self.pad_id = self._build_policy(model_path, lm_head_fp32)
-        self.ref = self._build_reference(model_path, lm_head_fp32) if use_reference else None
+        self.ref = self._build_reference(model_path, lm_head_fp32) if loss_cfg.uses_reference else None
         params = [p for p in self.policy.parameters() if p.requires_grad]
         o: OptimConfig = train_cfg.optim
         self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
@@ -160,7 +159,7 @@ class LearnerWorker:
         return max(float(t), 1.0)
 
     def _update(self, mini: list[TrainSample]) -> dict[str, float]:
-        denom = self._global_denom(mini, self.loss_cfg.get("agg", "token-mean"))
+        denom = self._global_denom(mini, self.loss_cfg.agg)
         sums: dict[str, float] = defaultdict(float)
         tokens = 0
         loss_total = 0.0
@@ -169,11 +168,11 @@ class LearnerWorker:
             lp, ent = self.policy.micro_forward(mb, self.device)
             mask = mb.resp_mask.to(self.device)
             old = mb.response_tensor([mini[i].old_logprobs for i in idx] or [[0.0]]).to(self.device)
-            ref = None
-            if self.ref is not None:
-                ref = mb.response_tensor([mini[i].ref_logprobs for i in idx] or [[0.0]]).to(self.device)
-            loss, m = self.loss_fn(lp, old, mb.advantages.to(self.device), mask,
-                                   **self.loss_cfg, denom=denom, ref_logprobs=ref)
+            inputs = {"denom": denom}
+            if self.ref is not None:  # only a loss that uses a reference model takes it
+                inputs["ref_logprobs"] = mb.response_tensor(
+                    [mini[i].ref_logprobs for i in idx] or [[0.0]]).to(self.device)
+            loss, m = self.loss_fn(lp, old, mb.advantages.to(self.device), mask, **inputs)
             # FSDP averages gradients over ranks; the loss is already a global mean.
             (loss * weight * self.world_size).backward()
             loss_total += float(loss.detach()) * weight

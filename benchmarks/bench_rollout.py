@@ -260,8 +260,9 @@ def main() -> None:
         print(f"sleep/wake: {res['sleep']}")
     if "mismatch" in res:
         m = res["mismatch"]
-        print(f"mismatch ({m['tokens']} tokens): pearson {m['pearson_p']:.5f}, mean|dp| "
-              f"{m['mean_abs_dp']:.2e}, mean|dlogp| {m['mean_abs_dlogp']:.4f}, mean p {m['mean_p']:.3f}")
+        print(f"mismatch ({m['tokens']} tokens): pearson {m['pearson']:.5f}, mean|dp| "
+              f"{m['prob_abs_diff']:.2e}, mean|dlogp| {m['logprob_abs_diff']:.4f}, "
+              f"mean p {m['sampled_prob_mean']:.3f}")
 
 
 if __name__ == "__main__":

@@ -146,7 +146,6 @@ class RewardsConfig(Section):
     route_field: str = Field("verifier", description="Dataset field naming a sample's verifier.")
     format_weight: float = Field(0.0, description="Weight of the format reward (finished thinking + boxed answer).")
     overlong_cache: int = Field(0, ge=0, description="DAPO soft overlong penalty window in tokens (0: off).")
-    max_concurrency: int = Field(8, ge=1, description="Verifier calls in flight at once.")
 
 
 class AdvantageConfig(Section):

@@ -4,10 +4,8 @@ For the recipe's model, once with the LM head in bf16 and once in FP32 *on both 
 (enabling it on one side only makes the mismatch worse): the vLLM engine samples responses and
 returns the raw log-probabilities of the sampled tokens (before temperature and top-p); the
 learner's :class:`rlhf.learner.policy.PolicyModel` (bf16 weights, head in bf16, or chunked FP32 as in
-training) scores the same tokens. Printed per head: Pearson r of the token probabilities (M1:
-0.987 with a bf16 head, 0.997 with FP32), mean |dp|, mean |dlogp|, and the mean sampled-token
-probability (how peaked the model is: a random model's near-uniform distributions make every
-probability tiny and the correlation meaningless).
+training) scores the same tokens. Printed per head: :func:`rlhf.learner.stats.mismatch_stats`,
+the statistics the learner logs every step as ``mismatch/*``.
 
 Each head runs in its own process, so that one vLLM engine's GPU memory is gone before the next
 starts. Prompts are random token ids (no tokenizer or data needed).
@@ -26,16 +24,7 @@ from pathlib import Path
 
 import torch
 
-from rlhf.learner.stats import pearson
-
-
-def mismatch_stats(learner_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor) -> dict:
-    """learner_logprobs, sampler_logprobs: [T] -> M1's mismatch metrics on the sampled tokens."""
-    a, b = learner_logprobs.double(), sampler_logprobs.double()  # [T]
-    pa, pb = a.exp(), b.exp()
-    return {"tokens": int(a.numel()), "pearson_p": pearson(pa, pb),
-            "mean_abs_dp": float((pa - pb).abs().mean()), "max_abs_dp": float((pa - pb).abs().max()),
-            "mean_abs_dlogp": float((a - b).abs().mean()), "mean_p": float(pb.mean())}
+from rlhf.learner.stats import mismatch_stats
 
 
 def random_prompts(n: int, length: int, vocab: int, seed: int) -> list[list[int]]:
@@ -58,7 +47,7 @@ def learner_logprobs(model_path: str, fp32_head: bool, prompts: list[list[int]],
     for c in completions:
         if not c.token_ids:
             continue
-        ids = torch.tensor([prompts[c.prompt_index] + c.token_ids], device="cuda")  # [1, L]
+        ids = torch.tensor([prompts[c.prompt_index] + c.token_ids], device="cuda")  # [1, T_seq]
         lp, _ = policy(ids, torch.ones_like(ids), torch.tensor([len(prompts[c.prompt_index])]),
                        torch.tensor([len(c.token_ids)]))
         out.append(lp[0, :len(c.token_ids)].float().cpu())
@@ -103,9 +92,9 @@ def format_table(rows: list[dict]) -> str:
     lines = [f"{'head (both sides)':>18} {'tokens':>7} {'pearson r':>10} {'mean|dp|':>10} "
              f"{'max|dp|':>9} {'mean|dlogp|':>12} {'mean p':>7}"]
     for r in rows:
-        lines.append(f"{r['head']:>18} {r['tokens']:7d} {r['pearson_p']:10.5f} "
-                     f"{r['mean_abs_dp']:10.2e} {r['max_abs_dp']:9.2e} {r['mean_abs_dlogp']:12.4f} "
-                     f"{r['mean_p']:7.3f}")
+        lines.append(f"{r['head']:>18} {r['tokens']:7d} {r['pearson']:10.5f} "
+                     f"{r['prob_abs_diff']:10.2e} {r['prob_abs_diff_max']:9.2e} "
+                     f"{r['logprob_abs_diff']:12.4f} {r['sampled_prob_mean']:7.3f}")
     return "\n".join(lines)
 
 

@@ -5,7 +5,7 @@ Imported only when a recipe asks for ``rollout.engine: vllm`` (vLLM 0.26); its o
 What it returns matches
 :class:`rollout.hf_engine.HFEngine`: the sampled token ids, the sampler's *raw* log-probability
 of each (vLLM's default ``logprobs_mode`` is ``raw_logprobs``: before temperature and top-p), a
-finish reason, one seed per prompt, one token budget per prompt. Token ids go in and out
+finish reason, one seed per prompt. Token ids go in and out
 (``TokensPrompt``); nothing is re-tokenized.
 
 * FP32 LM head: vLLM's ``hf_overrides={"head_dtype": "float32"}`` (bf16 operands, float32
@@ -117,7 +117,7 @@ class VLLMEngine:
         self.sleeping = False
 
     # ---- generation ----------------------------------------------------------------------
-    def sampling_params(self, sampling: SamplingConfig, max_tokens: int, seed: int | None):
+    def sampling_params(self, sampling: SamplingConfig, seed: int | None):
         from vllm import SamplingParams
 
         extra = None
@@ -129,17 +129,15 @@ class VLLMEngine:
         stop = list(dict.fromkeys([*sampling.stop_token_ids, *self.eos_ids]))
         return SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
                               top_k=sampling.top_k if sampling.top_k > 0 else 0,
-                              max_tokens=max_tokens, seed=seed, logprobs=0,
+                              max_tokens=sampling.max_tokens, seed=seed, logprobs=0,
                               stop_token_ids=stop or None, extra_args=extra)
 
     def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig,
-                 max_tokens_per_request: list[int] | None = None,
                  seeds: list[int] | None = None) -> list[Completion]:
         from vllm import TokensPrompt
 
-        params = [self.sampling_params(
-            sampling, max_tokens_per_request[i] if max_tokens_per_request else sampling.max_tokens,
-            seeds[i] if seeds is not None else sampling.seed) for i in range(len(prompt_token_ids))]
+        params = [self.sampling_params(sampling, seeds[i] if seeds is not None else sampling.seed)
+                  for i in range(len(prompt_token_ids))]
         if self.decode_time == "abort" and sampling.repetition_window > 0:
             return self._generate_abort(prompt_token_ids, params, sampling)
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(ids)) for ids in prompt_token_ids],

@@ -22,15 +22,12 @@ class RolloutWorker:
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.version = 0
 
-    def generate(self, prompt_ids: list[list[int]], sampling: SamplingConfig, seeds: list[int],
-                 max_tokens: list[int] | None = None) -> list[Completion]:
-        t0 = time.perf_counter()
-        outs = self.engine.generate(prompt_ids, sampling, max_tokens, seeds)
+    def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig,
+                 seeds: list[int] | None = None) -> list[Completion]:
+        outs = self.engine.generate(prompt_token_ids, sampling, seeds)
         for c in outs:
             c.policy_version = self.version
-            c.extra["text"] = self.tokenizer.decode(c.token_ids, skip_special_tokens=True)
-        if outs:
-            outs[0].extra["gen_time"] = time.perf_counter() - t0
+            c.text = self.tokenizer.decode(c.token_ids, skip_special_tokens=True)
         return outs
 
     def update_weights(self, named_tensors: dict, version: int) -> float:

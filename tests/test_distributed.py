@@ -84,11 +84,11 @@ def test_killed_rollout_worker_is_restarted_and_prompts_reissued(local_ray, tiny
     seeds = list(range(100, 148))
     s = SamplingConfig(n=4, max_tokens=48, stop_token_ids=())
     t0 = time.perf_counter()
-    reference = group.generate(prompts, seeds, s)
+    reference = group.generate(prompts, s, seeds)
     # kill a third of the way into the step, however fast this machine generates
     killer = threading.Timer((time.perf_counter() - t0) / 3, lambda: ray.kill(group.actors[0]))
     killer.start()
-    out = group.generate(prompts, seeds, s)
+    out = group.generate(prompts, s, seeds)
     killer.join()
     assert group.restarts == 1 and restarted == [group.actors[0]]
     assert [c.prompt_index for c in out] == [i for i in range(48) for _ in range(4)]

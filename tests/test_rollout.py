@@ -70,13 +70,13 @@ def test_per_prompt_seeds_make_samples_independent_of_batching(engine, tiny_mode
     assert [c.token_ids for c in split] == [c.token_ids for c in together]
 
 
-def test_per_request_budget_gives_length_finish(engine):
-    outs = engine.generate([[5, 6], [7, 8]], SamplingConfig(n=1, max_tokens=50, seed=1,
-                                                            stop_token_ids=()),
-                           max_tokens_per_request=[3, 5])
-    assert len(outs[0].token_ids) <= 3 and len(outs[1].token_ids) <= 5
-    for c, budget in zip(outs, [3, 5]):
-        assert c.finish_reason in ("length", "stop")
+@pytest.mark.parametrize("budget", [3, 5])
+def test_token_budget_gives_length_finish(engine, budget):
+    outs = engine.generate([[5, 6], [7, 8]], SamplingConfig(n=1, max_tokens=budget, seed=1,
+                                                            stop_token_ids=()))
+    assert [c.prompt_index for c in outs] == [0, 1]
+    for c in outs:
+        assert len(c.token_ids) <= budget and c.finish_reason in ("length", "stop")
         if c.finish_reason == "length":
             assert len(c.token_ids) == budget
 

@@ -23,8 +23,8 @@ def evaluate(rollouts: Any, scorer: Scorer, dataset, sampling: SamplingConfig) -
     t0 = time.perf_counter()
     rows = [dict(row) for row in dataset]
     prompts = [row.pop("prompt_ids") for row in rows]
-    comps = rollouts.generate(prompts, list(range(len(prompts))), sampling)
-    results, _ = scorer.score([c.extra["text"] for c in comps], [rows[c.prompt_index] for c in comps])
+    comps = rollouts.generate(prompts, sampling, list(range(len(prompts))))
+    results, _ = scorer.score([c.text for c in comps], [rows[c.prompt_index] for c in comps])
     return {"eval/pass_rate": sum(1 for x in results if x.correct) / len(results),
             "eval/reward_mean": sum(x.score for x in results) / len(results),
             "eval/response_len_mean": sum(len(c.token_ids) for c in comps) / len(comps),

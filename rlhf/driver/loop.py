@@ -27,9 +27,9 @@ def train(recipe: Recipe, address: str | None = None) -> dict:
         for step in bar:
             t0 = time.perf_counter()
             batch, sampling = run.next_batch(step), run.step_sampling()
-            completions = run.rollouts.generate(batch.prompt_ids, batch.seeds, sampling)
+            completions = run.rollouts.generate(batch.prompt_ids, sampling, batch.seeds)
             t_gen = time.perf_counter()
-            rewards, score_m = run.scorer.score([c.extra["text"] for c in completions],
+            rewards, score_m = run.scorer.score([c.text for c in completions],
                                                 [batch.tasks[c.prompt_index] for c in completions])
             samples, batch_m = run.build_samples(batch, completions, rewards, sampling)
             batch_m.update(run.advance_windows(completions, batch_m))

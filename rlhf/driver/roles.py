@@ -89,9 +89,6 @@ class LearnerGroup:
     def save_hf(self, out_dir: str, src: str) -> None:
         self._all("save_hf", out_dir, src)
 
-    def trainable_snapshot(self) -> dict:
-        return self._all("trainable_snapshot")[0]
-
     def shutdown(self) -> None:
         try:
             self._all("shutdown")
@@ -108,17 +105,18 @@ def split_minibatches(samples: list, k: int) -> list[list]:
     return [samples[bounds[i]:bounds[i + 1]] for i in range(k)]
 
 
-_SUMMED = {"loss", "sft_loss"}  # each rank holds its share of a globally normalised loss
+_SUMMED = {"loss", "sft_loss", "mismatch/tokens"}  # each rank holds its share
+_MAXED = {"mismatch/prob_abs_diff_max"}
 
 
 def _reduce_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
-    """Combine rank metrics: global losses are summed over ranks, the rest averaged
-    (grad_norm, lr and policy_version are already identical on every rank)."""
+    """Combine rank metrics: global losses and counts are summed over ranks, maxima maxed, the
+    rest averaged (grad_norm, lr and policy_version are already identical on every rank)."""
     keys = set().union(*per_rank)
     out = {}
     for k in keys:
         vals = [m[k] for m in per_rank if k in m]
-        out[k] = sum(vals) if k in _SUMMED else sum(vals) / len(vals)
+        out[k] = sum(vals) if k in _SUMMED else max(vals) if k in _MAXED else sum(vals) / len(vals)
     return out
 
 
@@ -147,13 +145,14 @@ class RolloutGroup:
         return ray.remote(RolloutWorker).options(**opts).remote(
             engine, path, setup, num_threads=max(1, int(self._opts["num_cpus"])))
 
-    def generate(self, prompt_ids: list[list[int]], seeds: list[int], sampling: SamplingConfig,
-                 max_tokens: list[int] | None = None) -> list[Completion]:
+    def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig,
+                 seeds: list[int]) -> list[Completion]:
         """Completions for every prompt (``sampling.n`` each), in prompt order. A worker that
-        dies is replaced, given the current weights, and its prompts re-issued."""
+        dies is replaced, given the current weights, and its prompts re-issued (their seeds
+        make them draw the same samples)."""
         n = len(self.actors)
-        shards = [list(range(w, len(prompt_ids), n)) for w in range(n)]
-        pending = {w: self._submit(w, shard, prompt_ids, seeds, sampling, max_tokens)
+        shards = [list(range(w, len(prompt_token_ids), n)) for w in range(n)]
+        pending = {w: self._submit(w, shard, prompt_token_ids, sampling, seeds)
                    for w, shard in enumerate(shards) if shard}
         results: dict[int, list[Completion]] = {}
         failures = 0
@@ -169,7 +168,7 @@ class RolloutGroup:
                 log.warning("rollout worker %d died (%s); restarting and re-issuing %d prompts",
                             w, type(exc).__name__, len(shards[w]))
                 self._restart(w)
-                pending[w] = self._submit(w, shards[w], prompt_ids, seeds, sampling, max_tokens)
+                pending[w] = self._submit(w, shards[w], prompt_token_ids, sampling, seeds)
                 continue
             del pending[w]
             for c in comps:  # local prompt index -> global prompt index
@@ -179,10 +178,10 @@ class RolloutGroup:
         out.sort(key=lambda c: c.prompt_index)  # stable: keeps sample order within a prompt
         return out
 
-    def _submit(self, w, shard, prompt_ids, seeds, sampling, max_tokens):
-        mt = [max_tokens[i] for i in shard] if max_tokens else None
-        return self.actors[w].generate.remote([prompt_ids[i] for i in shard],
-                                              sampling, [seeds[i] for i in shard], mt)
+    def _submit(self, w: int, shard: list[int], prompt_token_ids: list[list[int]],
+                sampling: SamplingConfig, seeds: list[int]) -> ray.ObjectRef:
+        return self.actors[w].generate.remote([prompt_token_ids[i] for i in shard], sampling,
+                                              [seeds[i] for i in shard])
 
     def _restart(self, w: int) -> None:
         try:

@@ -24,7 +24,7 @@ from rlhf.config import LoraConfig, LossConfig, ModelConfig, OptimConfig, TrainC
 from rlhf.learner.batching import TrainSample, collate, plan_micro_batches
 from rlhf.learner.losses import bind_policy_loss
 from rlhf.learner.policy import PolicyModel, base_model
-from rlhf.learner.stats import pearson
+from rlhf.learner.stats import mismatch_stats
 from rlhf.weight_sync import Channel, NCCLGroup, Transfer
 
 
@@ -320,12 +320,6 @@ class LearnerWorker:
         lm.save_pretrained(out_dir)
         AutoTokenizer.from_pretrained(tokenizer_src).save_pretrained(out_dir)
 
-    def trainable_snapshot(self) -> dict[str, torch.Tensor]:
-        """Copies of the trainable parameters (tests: did every one change?)."""
-        sd, _ = self._full_state(with_optimizer=False)
-        names = {n.removeprefix("lm.") for n, p in self.policy.named_parameters() if p.requires_grad}
-        return {k.removeprefix("lm."): v.clone() for k, v in sd.items() if k.removeprefix("lm.") in names}
-
     def ping(self) -> int:
         return self.rank
 
@@ -336,16 +330,14 @@ class LearnerWorker:
 
 # ---- helpers -------------------------------------------------------------------------------
 def _mismatch_metrics(samples: list[TrainSample]) -> dict[str, float]:
-    """M1's train/inference mismatch on the sampled tokens: Pearson r of probabilities, mean
-    absolute differences of probabilities and log-probabilities (learner vs sampler)."""
+    """M1's train/inference mismatch on this rank's sampled tokens (rlhf/learner/stats.py):
+    the learner's old_logprobs against the sampler's rollout_logprobs."""
     learner = torch.tensor([x for s in samples for x in (s.old_logprobs or [])], dtype=torch.float64)
     sampler = torch.tensor([x for s in samples if s.old_logprobs for x in s.rollout_logprobs],
                            dtype=torch.float64)
     if learner.numel() == 0 or learner.shape != sampler.shape:
         return {}
-    return {"mismatch/pearson": pearson(learner.exp(), sampler.exp()),
-            "mismatch/prob_abs_diff": float((learner.exp() - sampler.exp()).abs().mean()),
-            "mismatch/logprob_abs_diff": float((learner - sampler).abs().mean())}
+    return {f"mismatch/{k}": v for k, v in mismatch_stats(learner, sampler).items()}
 
 
 def _apply_lora(lm, cfg: LoraConfig):

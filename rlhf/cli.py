@@ -6,10 +6,10 @@ import argparse
 import logging
 import sys
 
-from rlhf.config import RecipeError, check_resources, load_recipe
+from rlhf.config import Recipe, RecipeError, check_resources, load_recipe
 
 
-def _load(args) -> object:
+def _load(args) -> Recipe:
     try:
         recipe = load_recipe(args.recipe, args.overrides)
     except RecipeError as exc:

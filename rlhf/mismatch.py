@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -40,8 +41,9 @@ def learner_logprobs(model_path: str, fp32_head: bool, prompts: list[list[int]],
 
     from rlhf.learner.policy import PolicyModel
 
-    lm = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16,
-                                              attn_implementation="sdpa").cuda().eval()
+    lm: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16,
+                                                   attn_implementation="sdpa")
+    lm = lm.cuda().eval()
     policy = PolicyModel(lm, lm_head_fp32=fp32_head, chunk_size=chunk_size)
     out = []
     for c in completions:

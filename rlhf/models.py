@@ -47,7 +47,7 @@ def qwen2_config(vocab_size: int, hidden_size: int = 128, num_layers: int = 4,
         num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
         intermediate_size=intermediate_size or 3 * hidden_size,
         max_position_embeddings=max_position_embeddings, tie_word_embeddings=tie_word_embeddings,
-        rope_theta=10000.0, **extra)
+        rope_theta=10000.0, **extra)  # type: ignore[call-arg]  # transformers 5 takes it into rope_parameters
 
 
 def build_tiny_model(out_dir: str | Path, *, seed: int = 0, hidden_size: int = 128,

@@ -12,10 +12,11 @@ prompt length, ``V`` vocabulary.
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
 
-from rollout.base import Completion, EngineSetup, SamplingConfig
+from rollout.base import Completion, EngineSetup, FinishReason, SamplingConfig
 from rollout.engines import HFEngineConfig
 from rollout.repetition import RepetitionTracker
 
@@ -31,8 +32,9 @@ class HFEngine:
 
         options, setup = options or HFEngineConfig(), setup or EngineSetup()
         self.device = torch.device("cpu")
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=getattr(torch, setup.dtype)).to(self.device).eval()
+        model: Any = AutoModelForCausalLM.from_pretrained(model_path,
+                                                          dtype=getattr(torch, setup.dtype))
+        self.model = model.to(self.device).eval()
         self.lm_head_fp32 = setup.lm_head_fp32
         self.max_batch_rows = options.max_batch_rows
         params = inspect.signature(self.model.model.forward).parameters
@@ -100,7 +102,7 @@ class HFEngine:
         stop_t = torch.tensor(sorted(stop_ids), device=self.device, dtype=torch.long)
         rep = RepetitionTracker(N, sampling.repetition_window, sampling.repetition_prob, self.device)
         tokens, logps = [], []
-        finish: list[str | None] = [None] * N
+        finish: list[FinishReason | None] = [None] * N
         lengths = [0] * N
         done = torch.zeros(N, dtype=torch.bool, device=self.device)
         pos = (attn.cumsum(-1) - 1).clamp_min(0)  # [N, T_prompt]
@@ -116,8 +118,9 @@ class HFEngine:
             nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
             tokens.append(nxt)
             logps.append(lp)
-            reasons = {"stop": torch.isin(nxt, stop_t), "repetition": rep.update(lp),
-                       "length": torch.full_like(done, t + 1 >= sampling.max_tokens)}
+            reasons: dict[FinishReason, torch.Tensor] = {
+                "stop": torch.isin(nxt, stop_t), "repetition": rep.update(lp),
+                "length": torch.full_like(done, t + 1 >= sampling.max_tokens)}
             for name, hit in reasons.items():  # first reason wins, in this order
                 for b in torch.nonzero(hit & ~done).flatten().tolist():
                     finish[b], lengths[b] = name, t + 1
@@ -127,8 +130,8 @@ class HFEngine:
             attn = torch.cat([attn, torch.ones((N, 1), dtype=attn.dtype, device=self.device)], -1)
             step_ids, step_pos = nxt[:, None], step_pos[:, -1:] + 1
         tok = torch.stack(tokens, 1).tolist()  # [N, steps]
-        lp = torch.stack(logps, 1).tolist()
-        return [Completion(r[0], tok[b][:lengths[b]], lp[b][:lengths[b]], finish[b] or "length")
+        lps = torch.stack(logps, 1).tolist()
+        return [Completion(r[0], tok[b][:lengths[b]], lps[b][:lengths[b]], finish[b] or "length")
                 for b, r in enumerate(rows)]
 
     @staticmethod

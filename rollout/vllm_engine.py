@@ -35,13 +35,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rollout.base import Completion, EngineSetup, SamplingConfig
+from rollout.base import Completion, EngineSetup, FinishReason, SamplingConfig
 from rollout.engines import VLLMEngineConfig
 from rollout.repetition import StreamingRepetition, first_repetition_stop
 
 
-def truncate_repetition(token_ids: list[int], logprobs: list[float], reason: str, window: int,
-                        prob: float) -> tuple[list[int], list[float], str]:
+def truncate_repetition(token_ids: list[int], logprobs: list[float], reason: FinishReason,
+                        window: int, prob: float) -> tuple[list[int], list[float], FinishReason]:
     """Cut a finished sample after the first token at which M1's rule fires.
 
     Whatever follows that token is dropped: the EOS that the decode-time processor forced (its
@@ -75,13 +75,14 @@ class _Stream:
     watch: StreamingRepetition
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
-    finish: str | None = None
+    finish: FinishReason | None = None  # set when the engine finishes it (None: aborted)
 
     def completion(self) -> Completion:
         stop = self.watch.stop
         engine = {"engine_finish": "abort" if stop is not None else self.finish,
                   "engine_tokens": len(self.ids)}
         if stop is None:
+            assert self.finish is not None, "a sample ends finished by the engine or aborted"
             return Completion(self.prompt_index, self.ids, self.logprobs, self.finish, extra=engine)
         return Completion(self.prompt_index, self.ids[:stop + 1], self.logprobs[:stop + 1],
                           "repetition", extra=engine)
@@ -147,7 +148,7 @@ class VLLMEngine:
             for c in out.outputs:
                 ids = list(c.token_ids)
                 lps = [float(step[tok].logprob) for tok, step in zip(ids, c.logprobs)]  # [T]
-                reason = "stop" if c.finish_reason == "stop" else "length"
+                reason: FinishReason = "stop" if c.finish_reason == "stop" else "length"
                 engine = {"engine_finish": reason, "engine_tokens": len(ids)}  # before the cut
                 ids, lps, reason = truncate_repetition(ids, lps, reason, sampling.repetition_window,
                                                        sampling.repetition_prob)

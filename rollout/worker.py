@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from rollout.base import Completion, EngineSetup, SamplingConfig
 from rollout.engines import EngineConfig
@@ -19,7 +20,7 @@ class RolloutWorker:
 
         torch.set_num_threads(max(1, num_threads))
         self.engine = engine.build(model_path, setup)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(model_path)
         self.version = 0
 
     def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rollout.base import EngineSetup, SamplingConfig
-from rollout.engines import HFEngineConfig
+from rollout.engines import HFEngineConfig, engine_class, engine_sections
 from rollout.hf_engine import HFEngine
 from rollout.repetition import RepetitionTracker, first_repetition_stop
 
@@ -100,6 +100,23 @@ def test_repetition_stop_fires_on_a_degenerate_model(tiny_model_dir):
         assert all(lp > math.log(0.99) for lp in c.logprobs)
     off = eng.generate([[5, 6, 7]], SamplingConfig(n=1, max_tokens=12, seed=0, repetition_window=0))
     assert off[0].finish_reason == "length" and len(off[0].token_ids) == 12
+
+
+def test_every_engine_section_names_an_engine_of_the_protocol():
+    """A new engine = its module + its section in rollout/engines.py; this holds them together."""
+    import inspect
+
+    from rollout.base import Engine
+
+    assert {s.model_fields["type"].default for s in engine_sections()} == {"hf", "vllm"}
+    for section in engine_sections():
+        cls = engine_class(section())  # importing the module needs no vLLM
+        assert list(inspect.signature(cls).parameters)[:3] == ["model_path", "options", "setup"]
+        for method in ("generate", "update_weights", "init_weight_transfer", "receive_weights",
+                       "sleep", "wake_up"):
+            assert inspect.signature(getattr(cls, method)).parameters.keys() == \
+                inspect.signature(getattr(Engine, method)).parameters.keys(), (cls, method)
+        assert "object_store" in section.weight_transports <= {"object_store", "ipc", "nccl"}
 
 
 def test_update_weights_rejects_unknown_names(engine):

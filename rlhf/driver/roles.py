@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable
+from typing import Any
 
 import ray
 
@@ -33,13 +34,17 @@ def _free_port() -> int:
 
 
 class LearnerGroup:
+    """``bundles[rank]``: the placement-group bundle of each rank (default: bundle ``rank``).
+    Actor handles are typed ``Any``: Ray's types do not know a handle's ``.remote`` methods."""
+
     def __init__(self, n: int, worker_kwargs: dict, num_cpus: float = 1.0, num_gpus: float = 0,
                  placement_group=None, name: str | None = None, bundles: list[int] | None = None):
         from rlhf.learner.worker import LearnerWorker
 
         port = _free_port()
-        opts = {"num_cpus": num_cpus, "num_gpus": num_gpus}
-        self.actors = []
+        bundles = bundles or list(range(n))
+        opts: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+        self.actors: list[Any] = []
         for rank in range(n):
             if name:  # named, so that operators (and tests) can find a learner by rank
                 opts["name"] = f"{name}-learner-{rank}"
@@ -122,18 +127,19 @@ def _reduce_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
 
 class RolloutGroup:
     """``on_restart(actor)`` is called with each replacement worker before its prompts are
-    re-issued: the run's weight sync gives it the current weights (``WeightSync.restore``)."""
+    re-issued: the run's weight sync gives it the current weights (its ``restore``).
+    ``bundles`` as in :class:`LearnerGroup`."""
 
     def __init__(self, n: int, engine: EngineConfig, model_path: str,
                  setup: EngineSetup = EngineSetup(), num_cpus: float = 1.0, num_gpus: float = 0,
                  max_restarts: int = 3, placement_group=None, bundles: list[int] | None = None,
                  on_restart: Callable[[ray.actor.ActorHandle], None] | None = None):
         self._spec = (engine, model_path, setup)
-        self._opts = {"num_cpus": num_cpus, "num_gpus": num_gpus}
-        self._pg, self._bundles = placement_group, bundles
+        self._opts: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+        self._pg, self._bundles = placement_group, bundles or list(range(n))
         self.max_restarts = max_restarts
         self.on_restart = on_restart
-        self.actors = [self._spawn(w) for w in range(n)]
+        self.actors: list[Any] = [self._spawn(w) for w in range(n)]
         self.restarts = 0
         ray.get([a.ping.remote() for a in self.actors])
 

@@ -40,7 +40,7 @@ class Scorer:
             raise ValueError(f"a task has no {self.cfg.route_field!r} field and the recipe lists no "
                              "verifiers (rewards.verifiers)")
         if names not in self._routers:
-            specs = [{"name": n} for n in sorted(names)] + self._extra()
+            specs = [{"name": n} for n in sorted(names, key=str)] + self._extra()
             self._routers[names] = RewardRouter(specs, route_field=self.cfg.route_field)
         return self._routers[names]
 

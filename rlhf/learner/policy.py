@@ -9,6 +9,8 @@ so FSDP2 (which unshards a module's parameters for its forward) can wrap it as t
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -16,9 +18,11 @@ from rlhf.learner.batching import MicroBatch
 from rlhf.learner.logprobs import chunked_logprobs
 
 
-def base_model(lm: nn.Module) -> nn.Module:
-    """The transformers model under a peft wrapper (or ``lm`` itself)."""
-    return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+def base_model(lm: nn.Module) -> Any:
+    """The transformers model under a peft wrapper (or ``lm`` itself), as a transformers model
+    (``.model``, ``.get_output_embeddings()``: attributes torch's ``Module`` type does not know)."""
+    unwrap = getattr(lm, "get_base_model", None)
+    return unwrap() if callable(unwrap) else lm
 
 
 class PolicyModel(nn.Module):
@@ -34,9 +38,9 @@ class PolicyModel(nn.Module):
         """-> (logprobs [N, T], entropy [N, T]) of the response tokens, zero-padded (input_ids,
         attention_mask [N, T_seq]; prompt_lens, resp_lens [N])."""
         base = base_model(self.lm)
-        if bool(attention_mask.all()):  # no padding: let attention use its causal kernel, no mask
-            attention_mask = None
-        hidden = base.model(input_ids=input_ids, attention_mask=attention_mask,
+        # no padding: let attention use its causal kernel, no mask
+        attn = None if bool(attention_mask.all()) else attention_mask
+        hidden = base.model(input_ids=input_ids, attention_mask=attn,
                             use_cache=False).last_hidden_state  # [N, T_seq, H]
         N, T_seq, H = hidden.shape
         T = max(int(resp_lens.max()), 1)

@@ -15,7 +15,9 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -51,8 +53,8 @@ class LearnerWorker:
         self.ref = self._build_reference(model_path, lm_head_fp32) if loss_cfg.uses_reference else None
         params = [p for p in self.policy.parameters() if p.requires_grad]
         o: OptimConfig = train_cfg.optim
-        self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                                           weight_decay=o.weight_decay)
+        self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(o.betas[0], o.betas[1]),
+                                           eps=o.eps, weight_decay=o.weight_decay)
         warm = o.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
@@ -181,14 +183,12 @@ class LearnerWorker:
             for key, v in m.items():
                 sums[key] += v * n_tok
             sums["entropy"] += float((ent * mask).sum()) if idx else 0.0
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in self.policy.parameters() if p.requires_grad], self.cfg.optim.grad_clip)
-        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        grad_norm = self._clip_grads()
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         out = {k: v / max(tokens, 1) for k, v in sums.items()}
-        out.update(loss=loss_total, grad_norm=grad_norm, lr=self.scheduler.get_last_lr()[0])
+        out.update(loss=loss_total, grad_norm=grad_norm, lr=float(self.scheduler.get_last_lr()[0]))
         return out
 
     def sft_step(self, samples: list[TrainSample], lr: float) -> dict[str, float]:
@@ -204,14 +204,18 @@ class LearnerWorker:
             loss = -(lp * mb.resp_mask.to(self.device)).sum() / denom
             (loss * weight * self.world_size).backward()
             total += float(loss.detach()) * weight
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in self.policy.parameters() if p.requires_grad], self.cfg.optim.grad_clip)
+        grad_norm = self._clip_grads()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         for g in self.optimizer.param_groups:
             g["lr"] = self.scheduler.get_last_lr()[0]
-        return {"sft_loss": total, "grad_norm": float(grad_norm.full_tensor()
-                                                       if hasattr(grad_norm, "full_tensor") else grad_norm)}
+        return {"sft_loss": total, "grad_norm": grad_norm}
+
+    def _clip_grads(self) -> float:
+        """Clip the global gradient norm to ``train.optim.grad_clip``; the norm before clipping
+        (a DTensor under FSDP: its full value)."""
+        return float(_full(torch.nn.utils.clip_grad_norm_(
+            [p for p in self.policy.parameters() if p.requires_grad], self.cfg.optim.grad_clip)))
 
     # ---- weights and checkpoints --------------------------------------------------------
     def _full_state(self, with_optimizer: bool):
@@ -237,9 +241,9 @@ class LearnerWorker:
         the gather is collective), LoRA merged, cast to the engines' dtype."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        sd = get_model_state_dict(self.policy, options=StateDictOptions(full_state_dict=True))
-        sd = _hf_names({k: v.full_tensor() if hasattr(v, "full_tensor") else v
-                        for k, v in sd.items()}, self.model_cfg.lora)
+        full = _tensors(get_model_state_dict(self.policy,
+                                             options=StateDictOptions(full_state_dict=True)))
+        sd = _hf_names({k: _full(v) for k, v in full.items()}, self.model_cfg.lora)
         cast = getattr(torch, dtype) if dtype else None
         return {k: (v.to(cast) if cast else v).contiguous() for k, v in sd.items()}
 
@@ -249,7 +253,7 @@ class LearnerWorker:
         nothing is gathered."""
         from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-        sd = get_model_state_dict(self.policy)  # sharded (DTensor values): no collective
+        sd = _tensors(get_model_state_dict(self.policy))  # sharded (DTensors): no collective
         kept = [(name, v) for k, v in sd.items()
                 if (name := _hf_key(k, self.model_cfg.lora)) is not None]
         return {"names": [name for name, _ in kept],
@@ -311,7 +315,7 @@ class LearnerWorker:
     def save_hf(self, out_dir: str, tokenizer_src: str) -> None:
         """The final model as a Hugging Face checkpoint directory (LoRA merged)."""
         sd = self.export_weights()
-        if self.rank != 0:
+        if sd is None:  # not rank 0
             return
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -348,6 +352,17 @@ def _apply_lora(lm, cfg: LoraConfig):
                                        target_modules=list(cfg.target_modules), bias="none"))
 
 
+def _tensors(sd: Mapping[str, object]) -> dict[str, torch.Tensor]:
+    """A model state dict (torch types its values loosely: a model's are tensors only)."""
+    return cast(dict[str, torch.Tensor], dict(sd))
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's full value (a collective under FSDP); a plain tensor as it is."""
+    full = getattr(t, "full_tensor", None)
+    return full() if callable(full) else t
+
+
 def _hf_key(key: str, lora: LoraConfig | None) -> str | None:
     """A policy state-dict key -> its Hugging Face name; None for a LoRA factor (merged into
     its base weight by :func:`_hf_names`)."""
@@ -377,11 +392,10 @@ def _hf_names(sd: dict[str, torch.Tensor], lora: LoraConfig | None) -> dict[str,
 def _shard(policy: PolicyModel, device: torch.device, dtype: str) -> None:
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    mp = None
+    mp = MixedPrecisionPolicy()  # fully_shard's default: no casting (CPU)
     if device.type == "cuda":
         mp = MixedPrecisionPolicy(param_dtype=getattr(torch, dtype) if dtype != "float32" else torch.bfloat16,
                                   reduce_dtype=torch.float32)
-    kw = {"mp_policy": mp} if mp is not None else {}
     for layer in base_model(policy.lm).model.layers:
-        fully_shard(layer, **kw)
-    fully_shard(policy, **kw)
+        fully_shard(layer, mp_policy=mp)
+    fully_shard(policy, mp_policy=mp)

@@ -5,7 +5,7 @@ One train step = forward + backward + AdamW on the Qwen2.5-0.5B shape (hidden 89
 checkpointing on in all. "naive_fp32": full [T, V] logits from a float32 matmul of upcast
 operands, log-softmax, gather (the reference in shared/bench/anchor_bench.py, "fp32 logits");
 "naive_bf16": the same from bf16 logits (the head in bf16, cast to float32). "ours":
-rlhf.policy.PolicyModel, FP32 head (bf16 operands, float32 accumulation and logits, as vLLM's
+rlhf.learner.policy.PolicyModel, FP32 head (bf16 operands, float32 accumulation and logits, as vLLM's
 FP32 head) in chunks, recomputed in the backward pass. Prints a table and writes benchmarks/results/learner_<gpu>.json.
 
     python benchmarks/bench_learner.py [--shapes 8x2048,1x16384,1x32768,1x81920] [--chunk 4096]
@@ -55,7 +55,7 @@ def ours_loss(policy, ids):
 
 
 def run_case(kind: str, lm, B: int, T: int, chunk: int, steps: int) -> dict:
-    from rlhf.policy import PolicyModel
+    from rlhf.learner.policy import PolicyModel
 
     policy = PolicyModel(lm, lm_head_fp32=True, chunk_size=chunk)
     opt = torch.optim.AdamW(lm.parameters(), lr=1e-6, betas=(0.9, 0.95), eps=1e-15)

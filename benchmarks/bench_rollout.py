@@ -16,8 +16,8 @@ Steps (``--steps``, comma list):
               ``--long``: 32 x 8,192 and 4 x 40,000 (rule on only: off is the same decode).
   repetition  the degenerate model (weights swapped in with update_weights), greedy, 16 x 2,048,
               window 256: finish reasons, lengths and time with the rule on vs off.
-  sync        update_weights with a full bf16 state dict: on the engine's GPU (IPC when the
-              engine was built with weight_transfer="ipc") and from CPU (collective_rpc).
+  sync        update_weights with a full bf16 state dict: on the engine's GPU (IPC: the
+              engine is set up with weight_transfer="ipc") and from CPU (collective_rpc).
   sleep       sleep(level 1) / wake_up times, GPU memory freed, greedy output unchanged.
   mismatch    rlhf.mismatch.measure_engine: learner (PolicyModel, bf16 weights, head in the
               engine's precision) vs sampler logprobs of 64 x 512 sampled tokens.
@@ -200,18 +200,21 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
     os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+    from rollout.base import EngineSetup
+    from rollout.engines import VLLMEngineConfig
     from rollout.vllm_engine import VLLMEngine
 
     model = build_model(MODEL_DIR)
     steps = args.steps.split(",")
     shapes = parse_shapes("32x256x8192,4x256x40000" if args.long else args.shapes)
     t0 = time.perf_counter()
-    engine = VLLMEngine(model, dtype="bfloat16", lm_head_fp32=args.head == "fp32",
-                        gpu_memory_utilization=args.gpu_memory_utilization,
-                        max_model_len=max(p + n for _, p, n in shapes) + 16,
-                        enable_sleep_mode="sleep" in steps,
-                        repetition_stop={"on": "processor", "off": "off", "abort": "abort"}[args.processor],
-                        weight_transfer="ipc", skip_tokenizer_init=True)
+    options = VLLMEngineConfig(
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        max_model_len=max(p + n for _, p, n in shapes) + 16,
+        decode_time={"on": "processor", "off": "off", "abort": "abort"}[args.processor])
+    setup = EngineSetup(dtype="bfloat16", lm_head_fp32=args.head == "fp32",
+                        sleep_mode="sleep" in steps, weight_transfer="ipc")
+    engine = VLLMEngine(model, options, setup, skip_tokenizer_init=True)
     gpu = torch.cuda.get_device_name()
     res = {"gpu": gpu, "head": args.head, "processor": args.processor,
            "engine_start_s": time.perf_counter() - t0, "throughput": []}
@@ -257,8 +260,9 @@ def main() -> None:
         print(f"sleep/wake: {res['sleep']}")
     if "mismatch" in res:
         m = res["mismatch"]
-        print(f"mismatch ({m['tokens']} tokens): pearson {m['pearson_p']:.5f}, mean|dp| "
-              f"{m['mean_abs_dp']:.2e}, mean|dlogp| {m['mean_abs_dlogp']:.4f}, mean p {m['mean_p']:.3f}")
+        print(f"mismatch ({m['tokens']} tokens): pearson {m['pearson']:.5f}, mean|dp| "
+              f"{m['prob_abs_diff']:.2e}, mean|dlogp| {m['logprob_abs_diff']:.4f}, "
+              f"mean p {m['sampled_prob_mean']:.3f}")
 
 
 if __name__ == "__main__":

@@ -59,17 +59,13 @@ def phase_model(work: Path) -> None:
 
 def step_batches(recipe, tokenizer, steps: int):
     """The prompts and per-prompt seeds the driver uses at each step (same stream, same seeds)."""
-    from rlhf.data import PromptStream, load_source, tokenize_prompts
-    from rlhf.runtime import Batch, step_seeds
+    from rlhf.driver.data import PromptStream, load_source, longest_prompt, tokenize_prompts
+    from rlhf.driver.samples import next_batch
 
     ds = tokenize_prompts(load_source(recipe.data.train), tokenizer)
     stream = PromptStream(len(ds), recipe.data.prompts_per_step, recipe.run.seed, recipe.data.shuffle)
-    out = []
-    for step in range(steps):
-        idx = stream.next_indices()
-        batch = Batch(idx, [], [ds[i]["prompt_ids"] for i in idx])
-        out.append((batch.prompt_ids, step_seeds(recipe, step, batch)))
-    return out, max(len(p) for p in ds["prompt_ids"])
+    batches = [next_batch(stream, ds, step, recipe.run.seed) for step in range(steps)]
+    return [(b.prompt_ids, b.seeds) for b in batches], longest_prompt(ds)
 
 
 def phase_raw(work: Path, steps: int) -> dict:
@@ -83,7 +79,7 @@ def phase_raw(work: Path, steps: int) -> dict:
     batches, longest = step_batches(r, AutoTokenizer.from_pretrained(model), steps)
     ro = r.rollout
     llm = LLM(model=model, dtype="bfloat16", hf_overrides={"head_dtype": "float32"},
-              gpu_memory_utilization=ro.gpu_memory_utilization,
+              gpu_memory_utilization=ro.engine.gpu_memory_utilization,
               max_model_len=longest + ro.max_new_tokens, seed=r.run.seed)
     eos = _eos_ids(model)
     rows = []

@@ -6,10 +6,10 @@ import argparse
 import logging
 import sys
 
-from rlhf.config import RecipeError, check_resources, load_recipe
+from rlhf.config import Recipe, RecipeError, check_resources, load_recipe
 
 
-def _load(args) -> object:
+def _load(args) -> Recipe:
     try:
         recipe = load_recipe(args.recipe, args.overrides)
     except RecipeError as exc:
@@ -25,7 +25,7 @@ def _load(args) -> object:
 
 def cmd_validate(args) -> int:
     recipe = _load(args)
-    print(f"{args.recipe}: ok (loss={recipe.loss.type}, engine={recipe.rollout.engine}, "
+    print(f"{args.recipe}: ok (loss={recipe.loss.type}, engine={recipe.rollout.engine.type}, "
           f"steps={recipe.run.steps})")
     return 0
 

@@ -9,11 +9,14 @@ nearest valid key as a suggestion). Each component receives only its own section
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rollout.engines import EngineConfig, HFEngineConfig, VLLMEngineConfig, engine_sections
 
 Agg = Literal["token-mean", "seq-mean"]
 
@@ -101,12 +104,6 @@ class DataConfig(Section):
 class RepetitionStop(Section):
     window: int = Field(3000, ge=0, description="Stop after this many consecutive confident tokens (0: off). M1: 3000.")
     prob: float = Field(0.99, gt=0.0, lt=1.0, description="A token is confident above this probability. M1: 0.99.")
-    decode_time: Literal["off", "abort", "processor"] = Field("off", description="vllm: stop loops while decoding instead of cutting them from the returned samples. abort: each sample streams its logprobs every engine step and is aborted when the rule fires (keeps vLLM's V2 model runner); processor: a logits processor forces EOS (moves vLLM 0.26 to its V1 runner, measured 10-30% slower on H100). true = abort, false = off.")
-
-    @field_validator("decode_time", mode="before")
-    @classmethod
-    def _bool_means_abort(cls, v: Any) -> Any:
-        return {True: "abort", False: "off"}.get(v, v) if isinstance(v, bool) else v
 
 
 class LengthWindowConfig(Section):
@@ -117,7 +114,7 @@ class LengthWindowConfig(Section):
 
 
 class RolloutConfig(Section):
-    engine: Literal["hf", "vllm"] = Field("hf", description="Generation engine: transformers (CPU) or vLLM (GPU).")
+    engine: EngineConfig = Field(default_factory=HFEngineConfig, description="Generation engine, picked by `type`, with its own options (rollout/engines.py): hf (transformers, CPU) or vllm (GPU). `engine: vllm` is short for `engine: {type: vllm}`.")
     num_workers: int = Field(1, ge=1, description="Rollout actors, one engine each.")
     samples_per_prompt: int = Field(8, ge=1, description="G: responses per prompt.")
     temperature: float = Field(1.0, ge=0.0, description="Sampling temperature.")
@@ -126,13 +123,15 @@ class RolloutConfig(Section):
     max_new_tokens: int = Field(256, ge=1, description="Response token budget (the largest window when length_windows is set).")
     length_windows: LengthWindowConfig | None = Field(None, description="M1's staged length windows (null: a fixed max_new_tokens).")
     repetition_stop: RepetitionStop = Field(default_factory=RepetitionStop, description="M1's early truncation of repetitive generations.")
-    max_batch_rows: int = Field(256, ge=1, description="hf engine: rows decoded together.")
-    gpu_memory_utilization: float = Field(0.5, gt=0.0, le=1.0, description="vllm: KV-cache share of the GPU.")
-    max_model_len: int | None = Field(None, ge=16, description="vllm: context length (default: the longest prompt in the data + max_new_tokens, which covers the largest length window).")
     eval_temperature: float = Field(0.0, ge=0.0, description="Temperature for evaluation (0: greedy).")
     eval_samples: int = Field(1, ge=1, description="Samples per held-out prompt; the pass rate averages over them.")
     num_cpus: float = Field(1.0, gt=0.0, description="Ray CPUs per rollout actor.")
     max_restarts: int = Field(3, ge=0, description="Restarts of a failed rollout actor before the step fails.")
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _name_is_a_section(cls, v: Any) -> Any:
+        return {"type": v} if isinstance(v, str) else v
 
 
 class VerifierSpec(Section):
@@ -147,7 +146,6 @@ class RewardsConfig(Section):
     route_field: str = Field("verifier", description="Dataset field naming a sample's verifier.")
     format_weight: float = Field(0.0, description="Weight of the format reward (finished thinking + boxed answer).")
     overlong_cache: int = Field(0, ge=0, description="DAPO soft overlong penalty window in tokens (0: off).")
-    max_concurrency: int = Field(8, ge=1, description="Verifier calls in flight at once.")
 
 
 class AdvantageConfig(Section):
@@ -155,7 +153,17 @@ class AdvantageConfig(Section):
     dynamic_sampling: bool = Field(False, description="DAPO: drop groups whose rewards are all equal.")
 
 
-class CispoLoss(Section):
+class LossSection(Section):
+    """The base of every loss section: its fields, but ``type``, are the registered loss
+    function's parameters (rlhf/learner/losses.py), with their defaults here only."""
+
+    @property
+    def uses_reference(self) -> bool:
+        """Whether the learner needs a frozen reference model (``ref_logprobs``)."""
+        return False
+
+
+class CispoLoss(LossSection):
     type: Literal["cispo"] = "cispo"
     eps_low: float | None = Field(None, ge=0.0, description="Lower IS-weight bound 1 - eps_low; null: none (M1).")
     eps_high: float = Field(5.0, gt=0.0, description="Upper IS-weight bound 1 + eps_high. M1 does not publish it; 5.0 follows ScaleRL/TRL.")
@@ -163,22 +171,26 @@ class CispoLoss(Section):
     agg: Agg = Field("token-mean", description="Loss aggregation.")
 
 
-class GrpoLoss(Section):
+class GrpoLoss(LossSection):
     type: Literal["grpo"] = "grpo"
     eps_low: float = Field(0.2, ge=0.0, le=1.0, description="Clip 1 - eps_low.")
     eps_high: float = Field(0.2, ge=0.0, description="Clip 1 + eps_high.")
     kl_coef: float = Field(0.0, ge=0.0, description="k3 KL to the initial policy (0: no reference model).")
     agg: Agg = Field("seq-mean", description="Loss aggregation.")
 
+    @property
+    def uses_reference(self) -> bool:
+        return self.kl_coef > 0
 
-class DapoLoss(Section):
+
+class DapoLoss(LossSection):
     type: Literal["dapo"] = "dapo"
     eps_low: float = Field(0.2, ge=0.0, le=1.0, description="Clip 1 - eps_low.")
     eps_high: float = Field(0.28, ge=0.0, description="Clip-higher 1 + eps_high.")
     agg: Agg = Field("token-mean", description="Loss aggregation.")
 
 
-class PpoLoss(Section):
+class PpoLoss(LossSection):
     type: Literal["ppo"] = "ppo"
     eps_low: float = Field(0.2, ge=0.0, le=1.0, description="Clip 1 - eps_low.")
     eps_high: float = Field(0.2, ge=0.0, description="Clip 1 + eps_high.")
@@ -218,6 +230,9 @@ class PrecisionConfig(Section):
     lm_head_fp32: bool = Field(True, description="M1's fix: LM head in FP32 on the learner AND the engine (one switch for both).")
 
 
+GPU_TRANSPORTS = {"ipc": "colocated", "nccl": "separate"}  # the placement each one needs
+
+
 class PlacementConfig(Section):
     mode: Literal["local", "separate", "colocated"] = Field("local", description="local: CPU actors; separate: learners and engines on different GPUs; colocated: shared GPUs, engines sleep while learners train.")
     learner_gpus: float = Field(1.0, ge=0.0, description="GPUs per learner actor (separate; colocated shares one GPU per learner/engine pair).")
@@ -254,18 +269,20 @@ class Recipe(Section):
         if ro.length_windows and longest > ro.max_new_tokens:
             raise ValueError(f"rollout.length_windows.windows go up to {longest} tokens but "
                              f"rollout.max_new_tokens is {ro.max_new_tokens}; set it to the largest window")
-        if ro.max_model_len is not None and ro.max_model_len <= longest:
-            raise ValueError(f"rollout.max_model_len={ro.max_model_len} leaves no room for a prompt "
-                             f"and {longest} new tokens (the largest window)")
+        if isinstance(ro.engine, VLLMEngineConfig) and ro.engine.max_model_len is not None \
+                and ro.engine.max_model_len <= longest:
+            raise ValueError(f"rollout.engine.max_model_len={ro.engine.max_model_len} leaves no "
+                             f"room for a prompt and {longest} new tokens (the largest window)")
         return self
 
     @model_validator(mode="after")
     def _sync_fits_placement(self):
-        ws, mode = self.placement.weight_sync, self.placement.mode
-        need = {"ipc": "colocated", "nccl": "separate"}.get(ws)
-        if need and (mode != need or self.rollout.engine != "vllm"):
+        ws, mode, engine = self.placement.weight_sync, self.placement.mode, self.rollout.engine
+        need = GPU_TRANSPORTS.get(ws)
+        if need and (mode != need or ws not in engine.weight_transports):
+            able = "|".join(_tag(e) for e in engine_sections() if ws in e.weight_transports)
             raise ValueError(f"placement.weight_sync={ws} needs placement.mode={need} and "
-                             f"rollout.engine=vllm (got mode={mode}, engine={self.rollout.engine})")
+                             f"rollout.engine={able} (got mode={mode}, engine={engine.type})")
         return self
 
 
@@ -314,8 +331,6 @@ def _model_at(loc: tuple, root: type[BaseModel], data: dict) -> type[BaseModel] 
 
 
 def _resolve(annotation: Any, node: Any) -> Any:
-    import typing
-
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if not args:
         return annotation
@@ -336,7 +351,9 @@ def _format_errors(exc: ValidationError, data: dict) -> list[str]:
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in _TAGS))
         path = ".".join(str(p) for p in loc) or "(recipe)"
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and (moved := _engine_option(loc, data)):
+            out.append(f"{path}: {moved}")
+        elif err["type"] == "extra_forbidden":
             parent = _model_at(loc[:-1], Recipe, data)
             valid = sorted(parent.model_fields) if parent else []
             near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
@@ -351,7 +368,37 @@ def _format_errors(exc: ValidationError, data: dict) -> list[str]:
     return out
 
 
-_TAGS = {"synthetic", "file", "cispo", "grpo", "dapo", "ppo"}
+def _engine_option(loc: tuple, data: dict) -> str | None:
+    """For an unknown key that is an option of some engine: where it goes (the form before
+    ``rollout.engine`` was a section had engine options in ``rollout`` and
+    ``rollout.repetition_stop``)."""
+    key, parent = loc[-1], loc[:-1]
+    owners = [_tag(e) for e in engine_sections() if key in e.model_fields and key != "type"]
+    if not owners:
+        return None
+    example = f"engine: {{type: {owners[0]}, {key}: ...}}"
+    if parent in (("rollout",), ("rollout", "repetition_stop")):
+        return (f"moved to rollout.engine.{key}, an option of the {' and '.join(owners)} engine "
+                f"({example})")
+    if parent == ("rollout", "engine"):
+        node = data.get("rollout", {}).get("engine")
+        this = node.get("type") if isinstance(node, dict) else node
+        return (f"not an option of the {this} engine but of the {' and '.join(owners)} "
+                f"engine ({example})")
+    return None
+
+
+def _tag(section: type[BaseModel]) -> str:
+    """The ``type`` value that picks a variant of a discriminated union."""
+    return section.model_fields["type"].default
+
+
+def _variants(union: Any) -> tuple[type[BaseModel], ...]:
+    return typing.get_args(typing.get_args(union)[0])  # Annotated[A | B, Field(...)]
+
+
+# every variant tag, as pydantic puts it into error locations (dropped from the key paths)
+_TAGS = {_tag(v) for u in (DataSource, LossConfig, EngineConfig) for v in _variants(u)}
 
 
 def parse_recipe(data: dict, source: str = "recipe") -> Recipe:
@@ -378,8 +425,6 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
 
 def check_resources(recipe: Recipe, base_dir: Path | None = None) -> list[str]:
     """Problems that need the file system: missing model directory, missing or empty data."""
-    from rlhf.models import check_model_dir
-
     errors = []
     if recipe.model.path is not None:
         errors += [f"model.path: {e}" for e in check_model_dir(recipe.model.path)]
@@ -392,3 +437,16 @@ def check_resources(recipe: Recipe, base_dir: Path | None = None) -> list[str]:
             elif p.is_file() and p.stat().st_size == 0:
                 errors.append(f"data.{name}.path: {src.path!r} is empty")
     return errors
+
+
+def check_model_dir(path: str | Path) -> list[str]:
+    """Problems with a local checkpoint directory (empty list when it looks loadable)."""
+    p = Path(path)
+    if not p.exists():
+        return [f"model directory {str(p)!r} does not exist"]
+    if not p.is_dir():
+        return [f"model path {str(p)!r} is not a directory"]
+    if not (p / "config.json").exists():
+        return [f"model directory {str(p)!r} has no config.json (expected a Hugging Face "
+                "checkpoint directory)"]
+    return []

@@ -3,11 +3,9 @@
 For the recipe's model, once with the LM head in bf16 and once in FP32 *on both sides*
 (enabling it on one side only makes the mismatch worse): the vLLM engine samples responses and
 returns the raw log-probabilities of the sampled tokens (before temperature and top-p); the
-learner's :class:`rlhf.policy.PolicyModel` (bf16 weights, head in bf16, or chunked FP32 as in
-training) scores the same tokens. Printed per head: Pearson r of the token probabilities (M1:
-0.987 with a bf16 head, 0.997 with FP32), mean |dp|, mean |dlogp|, and the mean sampled-token
-probability (how peaked the model is: a random model's near-uniform distributions make every
-probability tiny and the correlation meaningless).
+learner's :class:`rlhf.learner.policy.PolicyModel` (bf16 weights, head in bf16, or chunked FP32 as in
+training) scores the same tokens. Printed per head: :func:`rlhf.learner.stats.mismatch_stats`,
+the statistics the learner logs every step as ``mismatch/*``.
 
 Each head runs in its own process, so that one vLLM engine's GPU memory is gone before the next
 starts. Prompts are random token ids (no tokenizer or data needed).
@@ -23,19 +21,11 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from rlhf.metrics import pearson
-
-
-def mismatch_stats(learner_logprobs: torch.Tensor, sampler_logprobs: torch.Tensor) -> dict:
-    """learner_logprobs, sampler_logprobs: [T] -> M1's mismatch metrics on the sampled tokens."""
-    a, b = learner_logprobs.double(), sampler_logprobs.double()  # [T]
-    pa, pb = a.exp(), b.exp()
-    return {"tokens": int(a.numel()), "pearson_p": pearson(pa, pb),
-            "mean_abs_dp": float((pa - pb).abs().mean()), "max_abs_dp": float((pa - pb).abs().max()),
-            "mean_abs_dlogp": float((a - b).abs().mean()), "mean_p": float(pb.mean())}
+from rlhf.learner.stats import mismatch_stats
 
 
 def random_prompts(n: int, length: int, vocab: int, seed: int) -> list[list[int]]:
@@ -49,16 +39,17 @@ def learner_logprobs(model_path: str, fp32_head: bool, prompts: list[list[int]],
     """PolicyModel (bf16 weights) log-probabilities of the completions' tokens: [T]."""
     from transformers import AutoModelForCausalLM
 
-    from rlhf.policy import PolicyModel
+    from rlhf.learner.policy import PolicyModel
 
-    lm = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16,
-                                              attn_implementation="sdpa").cuda().eval()
+    lm: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.bfloat16,
+                                                   attn_implementation="sdpa")
+    lm = lm.cuda().eval()
     policy = PolicyModel(lm, lm_head_fp32=fp32_head, chunk_size=chunk_size)
     out = []
     for c in completions:
         if not c.token_ids:
             continue
-        ids = torch.tensor([prompts[c.prompt_index] + c.token_ids], device="cuda")  # [1, L]
+        ids = torch.tensor([prompts[c.prompt_index] + c.token_ids], device="cuda")  # [1, T_seq]
         lp, _ = policy(ids, torch.ones_like(ids), torch.tensor([len(prompts[c.prompt_index])]),
                        torch.tensor([len(c.token_ids)]))
         out.append(lp[0, :len(c.token_ids)].float().cpu())
@@ -86,12 +77,15 @@ def measure_engine(engine, model_path: str, fp32_head: bool, n_prompts: int = 64
 
 
 def _measure_head(model_path: str, head: str, args) -> dict:
+    from rollout.base import EngineSetup
+    from rollout.engines import VLLMEngineConfig
     from rollout.vllm_engine import VLLMEngine
 
-    engine = VLLMEngine(model_path, dtype="bfloat16", lm_head_fp32=head == "fp32",
-                        gpu_memory_utilization=args.gpu_memory_utilization,
-                        max_model_len=args.prompt_len + args.new_tokens + 16,
-                        repetition_stop=False, skip_tokenizer_init=True)
+    options = VLLMEngineConfig(gpu_memory_utilization=args.gpu_memory_utilization,
+                               max_model_len=args.prompt_len + args.new_tokens + 16)
+    engine = VLLMEngine(model_path, options, EngineSetup(dtype="bfloat16",
+                                                         lm_head_fp32=head == "fp32"),
+                        skip_tokenizer_init=True)
     return measure_engine(engine, model_path, head == "fp32", args.prompts, args.prompt_len,
                           args.new_tokens, args.temperature, args.seed)
 
@@ -100,27 +94,19 @@ def format_table(rows: list[dict]) -> str:
     lines = [f"{'head (both sides)':>18} {'tokens':>7} {'pearson r':>10} {'mean|dp|':>10} "
              f"{'max|dp|':>9} {'mean|dlogp|':>12} {'mean p':>7}"]
     for r in rows:
-        lines.append(f"{r['head']:>18} {r['tokens']:7d} {r['pearson_p']:10.5f} "
-                     f"{r['mean_abs_dp']:10.2e} {r['max_abs_dp']:9.2e} {r['mean_abs_dlogp']:12.4f} "
-                     f"{r['mean_p']:7.3f}")
+        lines.append(f"{r['head']:>18} {r['tokens']:7d} {r['pearson']:10.5f} "
+                     f"{r['prob_abs_diff']:10.2e} {r['prob_abs_diff_max']:9.2e} "
+                     f"{r['logprob_abs_diff']:12.4f} {r['sampled_prob_mean']:7.3f}")
     return "\n".join(lines)
-
-
-def model_path_of(recipe) -> str:
-    m = recipe.model
-    if m.path is not None:
-        return str(Path(m.path).resolve())
-    from rlhf.models import build_tiny_model
-
-    out = Path(tempfile.mkdtemp(prefix="mismatch_model_"))
-    return str(build_tiny_model(out, **m.build.model_dump()))
 
 
 def run(recipe, heads: tuple[str, ...] = ("bf16", "fp32"), prompts: int = 64,
         prompt_len: int = 64, new_tokens: int = 512, temperature: float | None = None,
         gpu_memory_utilization: float = 0.4, seed: int = 0, out: str | None = None) -> list[dict]:
     """The ``rlhf mismatch`` command: one process per head, then the table."""
-    model = model_path_of(recipe)
+    from rlhf.models import prepare_model
+
+    model = prepare_model(recipe.model, tempfile.mkdtemp(prefix="mismatch_model_"))
     temp = recipe.rollout.temperature if temperature is None else temperature
     rows = []
     for head in heads:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from rlhf.config import ModelConfig
+
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|eos|>", "<think>", "</think>", "\\boxed{"]
 
 
@@ -45,7 +47,7 @@ def qwen2_config(vocab_size: int, hidden_size: int = 128, num_layers: int = 4,
         num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
         intermediate_size=intermediate_size or 3 * hidden_size,
         max_position_embeddings=max_position_embeddings, tie_word_embeddings=tie_word_embeddings,
-        rope_theta=10000.0, **extra)
+        rope_theta=10000.0, **extra)  # type: ignore[call-arg]  # transformers 5 takes it into rope_parameters
 
 
 def build_tiny_model(out_dir: str | Path, *, seed: int = 0, hidden_size: int = 128,
@@ -73,14 +75,13 @@ def build_tiny_model(out_dir: str | Path, *, seed: int = 0, hidden_size: int = 1
     return out
 
 
-def check_model_dir(path: str | Path) -> list[str]:
-    """Problems with a local checkpoint directory (empty list when it looks loadable)."""
-    p = Path(path)
-    if not p.exists():
-        return [f"model directory {str(p)!r} does not exist"]
-    if not p.is_dir():
-        return [f"model path {str(p)!r} is not a directory"]
-    if not (p / "config.json").exists():
-        return [f"model directory {str(p)!r} has no config.json (expected a Hugging Face "
-                "checkpoint directory)"]
-    return []
+def prepare_model(cfg: ModelConfig, build_dir: str | Path) -> str:
+    """The checkpoint directory a run loads: ``model.path`` resolved, or the tiny model of
+    ``model.build`` written to ``build_dir`` (once: an existing one is reused)."""
+    if cfg.path is not None:
+        return str(Path(cfg.path).resolve())
+    assert cfg.build is not None  # the config allows exactly one of path and build
+    out = Path(build_dir)
+    if not (out / "config.json").exists():
+        build_tiny_model(out, **cfg.build.model_dump())
+    return str(out.resolve())

@@ -1,9 +1,9 @@
-"""Weight sync, learners -> rollout engines, after each optimizer step.
+"""Weight sync, learners -> rollout engines, after each optimizer step: the whole feature.
 
 Three transports, picked from the placement (``placement.weight_sync: auto``):
 
 * ``object_store`` (CPU engines, or forced): rank 0 gathers the full state dict to CPU, one copy
-  goes into Ray's object store, every engine loads it in place.
+  goes into Ray's object store, every engine loads it in place (``update_weights``).
 * ``ipc`` (vLLM, ``colocated``): every learner rank gathers the full weights on its own GPU and
   exports CUDA IPC handles; the handles (a few KB) are merged by GPU UUID and sent to each engine,
   which maps the learner's memory and loads it in place. No copy leaves the GPU.
@@ -12,98 +12,206 @@ Three transports, picked from the placement (``placement.weight_sync: auto``):
   broadcast (vLLM's packed producer/consumer: fixed-size buffers, several in flight), received
   straight into the engines' weights.
 
+The three sides of a transport and where they live:
+
+* driver side, here: :class:`ObjectStoreSync`, :class:`IPCSync`, :class:`NCCLSync`. The run calls
+  ``connect`` once, ``push`` after every step, and gives ``restore`` to the rollout group as its
+  restart hook (a restarted worker gets the current weights before its prompts are re-issued).
+* learner side, here: :class:`IPCTransfer` and :class:`NCCLTransfer` say what one push is; every
+  learner rank gathers its weights in ``LearnerWorker.send_weights`` and hands them to
+  ``transfer.send``, with the rank's :class:`Channel` (its NCCL group). vLLM's trainer-side API
+  is imported here and nowhere else in rlhf.
+* engine side, behind the ``Engine`` protocol (rollout/base.py): ``update_weights`` (object
+  store), ``init_weight_transfer`` and ``receive_weights`` (ipc, nccl).
+
+One sync, step by step (each step runs on CPU in tests/test_weight_sync.py, with stand-in actors
+and a stand-in vLLM; the transfers themselves run on GPU: benchmarks/gpu_proof.py):
+
+* nccl ``connect``: rank 0's node address and a free port; the names, dtypes and shapes of what
+  will be sent, read from the learner's state-dict keys and shapes (nothing is gathered); learner
+  rank 0 and every engine join the group concurrently. A replaced engine makes the next ``push``
+  form the group again.
+* nccl ``push``: every engine starts receiving (names, shapes, bucket size, version), every
+  learner rank gathers (a collective), rank 0 broadcasts the buckets.
+* ipc ``push``: every learner rank gathers on its GPU and exports handles; the engines receive
+  them with the version.
+* object store ``push``: rank 0's CPU copy goes to every engine; it is kept (here only) so that
+  ``restore`` reuses it. GPU transports keep no copy: their ``restore`` sends to the one restarted
+  engine over IPC, or (nccl) loads a fresh CPU gather.
+
 Every push records the policy version on the engines, so each completion carries the version
-that produced it (the learner refuses samples older than ``train.max_staleness``). A restarted
-rollout worker gets the current weights through :meth:`WeightSync.restore`.
+that produced it (the learner refuses samples older than ``train.max_staleness``).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
 import ray
 
+from rlhf.config import GPU_TRANSPORTS
 
-class WeightSync:
-    """Base: the object-store transport (works for every engine, CPU or GPU)."""
 
-    name = "object_store"
+# ---- driver side -------------------------------------------------------------------------
+class ObjectStoreSync:
+    """The object-store transport (works for every engine, CPU or GPU); the base of the others.
 
-    def __init__(self, learners, rollouts, dtype: str | None):
-        self.learners, self.rollouts, self.dtype = learners, rollouts, dtype
+    ``learners`` is a :class:`rlhf.driver.roles.LearnerGroup`; ``connect`` takes the
+    :class:`rlhf.driver.roles.RolloutGroup` whose current ``actors`` every push reaches."""
+
+    def __init__(self, learners: Any, dtype: str | None):
+        self.learners, self.dtype = learners, dtype
+        self.rollouts: Any = None
         self.version = 0
+        self._last: ray.ObjectRef | None = None  # the last push's copy (object store only)
 
-    def setup(self) -> None:
-        """One-time connection between learners and engines (nothing for this transport)."""
+    def connect(self, rollouts: Any) -> None:
+        """One-time connection between learners and engines (nothing more for this transport)."""
+        self.rollouts = rollouts
 
     def push(self, version: int) -> dict[str, float]:
         """Send the learners' current weights to every engine as ``version``; timings."""
         t0 = time.perf_counter()
         self.version = version
-        self._ref = self.learners.export_weights_ref(self.dtype)
-        self.rollouts.update_weights(self._ref, version)
+        self._last = self.learners.export_weights_ref(self.dtype)
+        ray.get([a.update_weights.remote(self._last, version) for a in self.rollouts.actors])
         return {"time/weight_sync": time.perf_counter() - t0}
 
-    def restore(self, worker: int) -> None:
-        """A restarted rollout worker loads the current weights: the object-store copy of the
-        last push, or (GPU transports keep none) a fresh CPU gather."""
-        ref = getattr(self, "_ref", None) or self.learners.export_weights_ref(self.dtype)
-        ray.get(self.rollouts.actors[worker].update_weights.remote(ref, self.version))
+    def restore(self, actor: Any) -> None:
+        """A restarted rollout worker loads the current weights: the last push's copy, or
+        (before any push, and for the GPU transports, which keep none) a fresh CPU gather."""
+        ref = self._last or self.learners.export_weights_ref(self.dtype)
+        ray.get(actor.update_weights.remote(ref, self.version))
 
 
-class IPCSync(WeightSync):
-    name = "ipc"
-
+class IPCSync(ObjectStoreSync):
     def push(self, version: int) -> dict[str, float]:
         t0 = time.perf_counter()
         self.version = version
-        gather = self.learners.send_weights_ipc(self.rollouts.actors, self.dtype, version)
+        gather = self.learners.send_weights(IPCTransfer(list(self.rollouts.actors), version),
+                                            self.dtype)
         return {"time/weight_sync": time.perf_counter() - t0, "time/weight_gather": gather}
 
-    def restore(self, worker: int) -> None:
-        self.learners.send_weights_ipc([self.rollouts.actors[worker]], self.dtype, self.version)
+    def restore(self, actor: Any) -> None:
+        self.learners.send_weights(IPCTransfer([actor], self.version), self.dtype)
 
 
-class NCCLSync(WeightSync):
-    name = "nccl"
+class NCCLSync(ObjectStoreSync):
     bucket_bytes = 256 << 20  # per broadcast; two buckets in flight (vLLM's packed transfer)
 
-    def setup(self) -> None:
+    def connect(self, rollouts: Any) -> None:
         """Learner rank 0 and every engine join one NCCL group (rendezvous on rank 0's node)."""
+        self.rollouts = rollouts
         address, port = ray.get(self.learners.actors[0].endpoint.remote())
-        world = 1 + len(self.rollouts.actors)
+        group = NCCLGroup(address, port, world_size=1 + len(rollouts.actors))
         self.meta = self.learners.weight_meta(self.dtype)
-        refs = [a.init_weight_broadcast.remote(address, port, world) for a in self.learners.actors]
-        refs += [a.init_weight_transfer.remote(master_address=address, master_port=port,
-                                               rank_offset=1 + i, world_size=world)
-                 for i, a in enumerate(self.rollouts.actors)]
+        refs = [a.init_weight_transfer.remote(group) for a in self.learners.actors]
+        refs += [a.init_weight_transfer.remote(address, port, 1 + i, group.world_size)
+                 for i, a in enumerate(rollouts.actors)]
         ray.get(refs)
-        self._members = list(self.rollouts.actors)
+        self._members = list(rollouts.actors)
 
     def push(self, version: int) -> dict[str, float]:
         t0 = time.perf_counter()
-        if self._members != self.rollouts.actors:  # a worker was replaced: new group
-            self.setup()
+        if self._members != list(self.rollouts.actors):  # a worker was replaced: new group
+            self.connect(self.rollouts)
         self.version = version
         info = {**self.meta, "packed": True, "packed_buffer_size_bytes": self.bucket_bytes}
         recv = [a.receive_weights.remote(info, version) for a in self.rollouts.actors]
-        gather = ray.get([a.broadcast_weights.remote(self.dtype, self.bucket_bytes)
-                          for a in self.learners.actors])
+        gather = self.learners.send_weights(NCCLTransfer(self.bucket_bytes), self.dtype)
         ray.get(recv)
-        return {"time/weight_sync": time.perf_counter() - t0, "time/weight_gather": gather[0]}
+        return {"time/weight_sync": time.perf_counter() - t0, "time/weight_gather": gather}
 
 
-def pick_transport(engine: str, placement: str, requested: str = "auto") -> str:
-    """The transport a run uses: ``requested`` unless ``auto``; see the module docstring."""
+_SYNCS: dict[str, type[ObjectStoreSync]] = {"object_store": ObjectStoreSync, "ipc": IPCSync,
+                                            "nccl": NCCLSync}
+
+
+def pick_transport(engine_transports: frozenset[str], placement: str, requested: str = "auto",
+                   ) -> str:
+    """The transport a run uses: ``requested`` unless ``auto``; with ``auto``, the GPU transport
+    of the placement (``GPU_TRANSPORTS``: ipc when colocated, nccl when separate) when the
+    engine can receive it (its section's ``weight_transports``), else the object store."""
     if requested != "auto":
         return requested
-    if engine != "vllm":
-        return "object_store"
-    return {"colocated": "ipc", "separate": "nccl"}.get(placement, "object_store")
+    preferred = next((t for t, mode in GPU_TRANSPORTS.items() if mode == placement), None)
+    return preferred if preferred in engine_transports else "object_store"
 
 
-def make_weight_sync(transport: str, learners, rollouts, dtype: str | None) -> WeightSync:
-    cls = {"object_store": WeightSync, "ipc": IPCSync, "nccl": NCCLSync}[transport]
-    sync = cls(learners, rollouts, dtype)
-    sync.setup()
-    return sync
+def make_weight_sync(transport: str, learners: Any, dtype: str | None) -> ObjectStoreSync:
+    """The driver side of ``transport``; ``connect`` it once the rollout group exists."""
+    return _SYNCS[transport](learners, dtype)
+
+
+# ---- learner side (inside every LearnerWorker rank) ----------------------------------------
+@dataclass(frozen=True)
+class NCCLGroup:
+    """Where learner rank 0 and the engines meet: rank 0's node, a free port there, and the group
+    size (1 learner + the engines)."""
+
+    address: str
+    port: int
+    world_size: int
+
+
+@dataclass
+class Channel:
+    """One learner rank's weight-sync state: its rank and, on rank 0, the NCCL group it joined."""
+
+    rank: int
+    group: Any = field(default=None, repr=False)
+
+    def join(self, group: NCCLGroup) -> None:
+        """Rank 0 joins the NCCL group as its rank 0 (blocks until the engines join too)."""
+        if self.rank != 0:
+            return
+        from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
+
+        self.group = NCCLWeightTransferEngine.trainer_init(
+            {"master_address": group.address, "master_port": group.port,
+             "world_size": group.world_size})
+
+
+@dataclass(frozen=True)
+class IPCTransfer:
+    """CUDA IPC handles of this rank's full GPU copy to ``engines`` (those sharing the learners'
+    GPUs) as policy ``version``: vLLM merges the ranks' handles by GPU UUID, each engine maps the
+    memory and loads it in place. The tensors must live until the call returns."""
+
+    engines: list
+    version: int
+
+    def send(self, weights: dict, channel: Channel) -> None:
+        from dataclasses import asdict
+
+        from vllm.distributed.weight_transfer.ipc_engine import IPCWeightTransferEngine
+
+        def send_mode(info: Any) -> None:
+            ray.get([e.receive_weights.remote(asdict(info), self.version) for e in self.engines])
+
+        IPCWeightTransferEngine.trainer_send_weights(iter(weights.items()), {"send_mode": send_mode})
+
+
+@dataclass(frozen=True)
+class NCCLTransfer:
+    """A bucketed broadcast from rank 0 over the group it joined (the engines must be receiving
+    concurrently); other ranks only take part in the gather."""
+
+    bucket_bytes: int
+
+    def send(self, weights: dict, channel: Channel) -> None:
+        if channel.rank != 0:
+            return
+        import torch
+        from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
+
+        NCCLWeightTransferEngine.trainer_send_weights(
+            iter(weights.items()), {"group": channel.group, "packed": True,
+                                    "packed_buffer_size_bytes": self.bucket_bytes})
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+
+Transfer = IPCTransfer | NCCLTransfer

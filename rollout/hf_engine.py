@@ -1,35 +1,42 @@
-"""A transformers generation engine (CPU, tests, small GPUs).
+"""A transformers generation engine (CPU: tests, laptops; options: rollout/engines.py).
 
 It runs its own decode loop over a KV cache instead of ``model.generate`` because RL needs
 what ``generate`` does not give directly: the *raw* log-probability of each sampled token (before
-temperature / top-p), a per-request token budget, per-prompt seeds (a re-issued prompt draws the
-same samples on any worker) and M1's repetition stop as its own finish reason.
+temperature / top-p), per-prompt seeds (a re-issued prompt draws the same samples on any worker)
+and M1's repetition stop as its own finish reason.
 
-Shapes: ``B`` rows (prompt x sample) in a decode batch, ``P`` padded prompt length, ``V`` vocab.
+Shapes (rollout/base.py): ``N`` rows (prompt x sample) in a decode batch, ``T_prompt`` padded
+prompt length, ``V`` vocabulary.
 """
 
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
 
-from rollout.base import Completion, SamplingConfig
+from rollout.base import Completion, EngineSetup, FinishReason, SamplingConfig
+from rollout.engines import HFEngineConfig
 from rollout.repetition import RepetitionTracker
+
+_NO_TRANSFER = ("the transformers engine loads weights only through update_weights (the object "
+                "store); CUDA IPC and NCCL transfers (placement.weight_sync ipc, nccl) need the "
+                "vllm engine")
 
 
 class HFEngine:
-    def __init__(self, model_path: str, *, dtype: str = "float32", lm_head_fp32: bool = True,
-                 device: str = "cpu", max_batch_rows: int = 256, num_threads: int | None = None):
+    def __init__(self, model_path: str, options: HFEngineConfig | None = None,
+                 setup: EngineSetup | None = None):
         from transformers import AutoModelForCausalLM
 
-        if num_threads:
-            torch.set_num_threads(num_threads)
-        self.device = torch.device(device)
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=getattr(torch, dtype)).to(self.device).eval()
-        self.lm_head_fp32 = lm_head_fp32
-        self.max_batch_rows = max_batch_rows
+        options, setup = options or HFEngineConfig(), setup or EngineSetup()
+        self.device = torch.device("cpu")
+        model: Any = AutoModelForCausalLM.from_pretrained(model_path,
+                                                          dtype=getattr(torch, setup.dtype))
+        self.model = model.to(self.device).eval()
+        self.lm_head_fp32 = setup.lm_head_fp32
+        self.max_batch_rows = options.max_batch_rows
         params = inspect.signature(self.model.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.eos_id = self.model.config.eos_token_id
@@ -43,6 +50,13 @@ class HFEngine:
         if unexpected:
             raise KeyError(f"update_weights: unknown parameter names {unexpected[:5]}")
 
+    def init_weight_transfer(self, master_address: str, master_port: int, rank_offset: int,
+                             world_size: int) -> None:
+        raise NotImplementedError(_NO_TRANSFER)
+
+    def receive_weights(self, update_info: dict) -> None:
+        raise NotImplementedError(_NO_TRANSFER)
+
     def sleep(self) -> None:  # nothing to free on the CPU
         pass
 
@@ -52,11 +66,9 @@ class HFEngine:
     # ---- generation ----------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig,
-                 max_tokens_per_request: list[int] | None = None,
                  seeds: list[int] | None = None) -> list[Completion]:
-        rows = []  # (prompt_index, ids, max_tokens, generator)
+        rows = []  # (prompt_index, ids, generator): one row per sample
         for i, ids in enumerate(prompt_token_ids):
-            budget = max_tokens_per_request[i] if max_tokens_per_request else sampling.max_tokens
             base = seeds[i] if seeds is not None else sampling.seed
             for j in range(sampling.n):
                 gen = torch.Generator(device="cpu")
@@ -64,7 +76,7 @@ class HFEngine:
                     gen.seed()
                 else:
                     gen.manual_seed((int(base) * 1_000_003 + j) % (2**63 - 1))
-                rows.append((i, ids, budget, gen))
+                rows.append((i, ids, gen))
         out: list[Completion] = []
         for s in range(0, len(rows), self.max_batch_rows):
             out.extend(self._generate_rows(rows[s:s + self.max_batch_rows], sampling))
@@ -78,55 +90,55 @@ class HFEngine:
         return head(hidden).float()
 
     def _generate_rows(self, rows, sampling: SamplingConfig) -> list[Completion]:
-        B = len(rows)
-        P = max(len(r[1]) for r in rows)
-        ids = torch.full((B, P), self.pad_id, dtype=torch.long)  # [B, P] left-padded
-        attn = torch.zeros((B, P), dtype=torch.long)
-        for b, (_, prompt, _, _) in enumerate(rows):
-            ids[b, P - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
-            attn[b, P - len(prompt):] = 1
+        N = len(rows)
+        T_prompt = max(len(r[1]) for r in rows)
+        ids = torch.full((N, T_prompt), self.pad_id, dtype=torch.long)  # [N, T_prompt] left-padded
+        attn = torch.zeros((N, T_prompt), dtype=torch.long)
+        for b, (_, prompt, _) in enumerate(rows):
+            ids[b, T_prompt - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+            attn[b, T_prompt - len(prompt):] = 1
         ids, attn = ids.to(self.device), attn.to(self.device)
-        budgets = torch.tensor([r[2] for r in rows], device=self.device)  # [B]
         stop_ids = set(sampling.stop_token_ids) | ({self.eos_id} if self.eos_id is not None else set())
         stop_t = torch.tensor(sorted(stop_ids), device=self.device, dtype=torch.long)
-        rep = RepetitionTracker(B, sampling.repetition_window, sampling.repetition_prob, self.device)
+        rep = RepetitionTracker(N, sampling.repetition_window, sampling.repetition_prob, self.device)
         tokens, logps = [], []
-        finish: list[str | None] = [None] * B
-        lengths = [0] * B
-        done = torch.zeros(B, dtype=torch.bool, device=self.device)
-        pos = (attn.cumsum(-1) - 1).clamp_min(0)  # [B, P]
+        finish: list[FinishReason | None] = [None] * N
+        lengths = [0] * N
+        done = torch.zeros(N, dtype=torch.bool, device=self.device)
+        pos = (attn.cumsum(-1) - 1).clamp_min(0)  # [N, T_prompt]
         past, step_ids, step_pos = None, ids, pos
-        for t in range(int(budgets.max())):
+        for t in range(sampling.max_tokens):
             outp = self.model.model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos,
                                     use_cache=True, **{self._cache_kw: past})
             past = outp.past_key_values
-            logits = self._head(outp.last_hidden_state[:, -1])  # [B, V] float32
+            logits = self._head(outp.last_hidden_state[:, -1])  # [N, V] float32
             raw_logp = torch.log_softmax(logits, -1)
-            nxt = self._sample(logits, sampling, [r[3] for r in rows])  # [B]
-            lp = raw_logp.gather(-1, nxt[:, None])[:, 0]  # [B]
+            nxt = self._sample(logits, sampling, [r[2] for r in rows])  # [N]
+            lp = raw_logp.gather(-1, nxt[:, None])[:, 0]  # [N]
             nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
             tokens.append(nxt)
             logps.append(lp)
-            reasons = {"stop": torch.isin(nxt, stop_t), "repetition": rep.update(lp),
-                       "length": budgets <= t + 1}
+            reasons: dict[FinishReason, torch.Tensor] = {
+                "stop": torch.isin(nxt, stop_t), "repetition": rep.update(lp),
+                "length": torch.full_like(done, t + 1 >= sampling.max_tokens)}
             for name, hit in reasons.items():  # first reason wins, in this order
                 for b in torch.nonzero(hit & ~done).flatten().tolist():
                     finish[b], lengths[b] = name, t + 1
                 done |= hit
             if bool(done.all()):
                 break
-            attn = torch.cat([attn, torch.ones((B, 1), dtype=attn.dtype, device=self.device)], -1)
+            attn = torch.cat([attn, torch.ones((N, 1), dtype=attn.dtype, device=self.device)], -1)
             step_ids, step_pos = nxt[:, None], step_pos[:, -1:] + 1
-        tok = torch.stack(tokens, 1).tolist()  # [B, steps]
-        lp = torch.stack(logps, 1).tolist()
-        return [Completion(r[0], tok[b][:lengths[b]], lp[b][:lengths[b]], finish[b] or "length")
+        tok = torch.stack(tokens, 1).tolist()  # [N, steps]
+        lps = torch.stack(logps, 1).tolist()
+        return [Completion(r[0], tok[b][:lengths[b]], lps[b][:lengths[b]], finish[b] or "length")
                 for b, r in enumerate(rows)]
 
     @staticmethod
     def _sample(logits: torch.Tensor, sampling: SamplingConfig, gens) -> torch.Tensor:
         if sampling.temperature <= 0.0:
             return logits.argmax(-1)
-        probs = torch.softmax(_filter_top(logits / sampling.temperature, sampling), -1)  # [B, V]
+        probs = torch.softmax(_filter_top(logits / sampling.temperature, sampling), -1)  # [N, V]
         return torch.stack([torch.multinomial(probs[b], 1, generator=g)[0]
                             for b, g in enumerate(gens)])
 

@@ -11,8 +11,8 @@ import torch
 class RepetitionTracker:
     """Counts, per sequence, consecutive sampled tokens with probability > ``prob``.
 
-    ``update(logprobs)`` takes the sampled tokens' log-probabilities ``[B]`` of one decode step
-    and returns a bool ``[B]``: True where the run has reached ``window``. ``window <= 0``
+    ``update(logprobs)`` takes the sampled tokens' log-probabilities ``[N]`` of one decode step
+    and returns a bool ``[N]``: True where the run has reached ``window``. ``window <= 0``
     disables the rule.
     """
 
@@ -21,7 +21,7 @@ class RepetitionTracker:
             raise ValueError(f"repetition prob must be in (0, 1), got {prob}")
         self.window = window
         self.log_threshold = math.log(prob) if window > 0 else 0.0
-        self.run = torch.zeros(batch_size, dtype=torch.long, device=device)  # [B]
+        self.run = torch.zeros(batch_size, dtype=torch.long, device=device)  # [N]
 
     def update(self, logprobs: torch.Tensor) -> torch.Tensor:
         if self.window <= 0:

@@ -1,30 +1,31 @@
 """The vLLM engine (GPU), behind the same interface as the transformers engine.
 
-Imported only when a recipe asks for ``rollout.engine: vllm`` (vLLM 0.26). What it returns matches
+Imported only when a recipe asks for ``rollout.engine: vllm`` (vLLM 0.26); its options are
+:class:`rollout.engines.VLLMEngineConfig`, the run's settings :class:`rollout.base.EngineSetup`.
+What it returns matches
 :class:`rollout.hf_engine.HFEngine`: the sampled token ids, the sampler's *raw* log-probability
 of each (vLLM's default ``logprobs_mode`` is ``raw_logprobs``: before temperature and top-p), a
-finish reason, one seed per prompt, one token budget per prompt. Token ids go in and out
+finish reason, one seed per prompt. Token ids go in and out
 (``TokensPrompt``); nothing is re-tokenized.
 
 * FP32 LM head: vLLM's ``hf_overrides={"head_dtype": "float32"}`` (bf16 operands, float32
-  accumulation and logits), which the learner's chunked head reproduces (rlhf/logprobs.py).
+  accumulation and logits), which the learner's chunked head reproduces (rlhf/learner/logprobs.py).
 * M1's repetition stop is always applied to the returned raw logprobs
   (:func:`truncate_repetition`): the sample is cut after the token at which the rule fires and
-  its finish reason is ``repetition``. ``repetition_stop`` also runs it at decode time:
+  its finish reason is ``repetition``. ``decode_time`` also runs it while decoding:
   ``"abort"`` makes each sample its own request streaming its new tokens' logprobs every engine
   step (:meth:`VLLMEngine._generate_abort`) and aborts it the step the rule fires, so it leaves
   the batch; ``"processor"`` registers :class:`rollout.vllm_repetition.RepetitionStopLogitsProcessor`,
   which forces EOS, but a custom logits processor moves vLLM 0.26 to its V1 model runner
-  (10-30% slower decoding measured on an H100). Recipe switch:
-  ``rollout.repetition_stop.decode_time``.
+  (10-30% slower decoding measured on an H100). Recipe switch: ``rollout.engine.decode_time``.
 * Weights: ``update_weights`` loads a Hugging Face-named state dict in place, over CUDA IPC
-  when the tensors are on this engine's GPU and the engine was built with
-  ``weight_transfer="ipc"``, else through ``collective_rpc`` (the tensors travel pickled).
+  when the tensors are on this engine's GPU and the run's transport is ``ipc``
+  (``EngineSetup.weight_transfer``), else through ``collective_rpc`` (the tensors travel pickled).
   ``receive_weights`` takes one transfer sent by a learner in another process (CUDA IPC handles,
   or an NCCL bucketed broadcast after ``init_weight_transfer``; see rlhf/weight_sync.py). Either
   way the prefix cache, whose KV came from the old weights, is dropped.
 * ``sleep`` / ``wake_up``: sleep level 1 (weights to CPU, KV cache freed) for colocated
-  placement; needs ``enable_sleep_mode=True``.
+  placement; needs ``EngineSetup.sleep_mode``.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rollout.base import Completion, SamplingConfig
+from rollout.base import Completion, EngineSetup, FinishReason, SamplingConfig
+from rollout.engines import VLLMEngineConfig
 from rollout.repetition import StreamingRepetition, first_repetition_stop
 
 
-def truncate_repetition(token_ids: list[int], logprobs: list[float], reason: str, window: int,
-                        prob: float) -> tuple[list[int], list[float], str]:
+def truncate_repetition(token_ids: list[int], logprobs: list[float], reason: FinishReason,
+                        window: int, prob: float) -> tuple[list[int], list[float], FinishReason]:
     """Cut a finished sample after the first token at which M1's rule fires.
 
     Whatever follows that token is dropped: the EOS that the decode-time processor forced (its
@@ -73,56 +75,54 @@ class _Stream:
     watch: StreamingRepetition
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
-    finish: str | None = None
+    finish: FinishReason | None = None  # set when the engine finishes it (None: aborted)
 
     def completion(self) -> Completion:
         stop = self.watch.stop
         engine = {"engine_finish": "abort" if stop is not None else self.finish,
                   "engine_tokens": len(self.ids)}
         if stop is None:
+            assert self.finish is not None, "a sample ends finished by the engine or aborted"
             return Completion(self.prompt_index, self.ids, self.logprobs, self.finish, extra=engine)
         return Completion(self.prompt_index, self.ids[:stop + 1], self.logprobs[:stop + 1],
                           "repetition", extra=engine)
 
 
 class VLLMEngine:
-    def __init__(self, model_path: str, *, dtype: str = "bfloat16", lm_head_fp32: bool = True,
-                 gpu_memory_utilization: float = 0.5, max_model_len: int | None = None,
-                 enable_sleep_mode: bool = False, seed: int = 0, repetition_stop: str = "off",
-                 weight_transfer: str | None = None, **llm_kwargs):
+    def __init__(self, model_path: str, options: VLLMEngineConfig | None = None,
+                 setup: EngineSetup | None = None, **llm_kwargs):
+        options, setup = options or VLLMEngineConfig(), setup or EngineSetup()
         # callable RPCs and IPC handles are pickled; the engine process reads this at start
         os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
         os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
         from vllm import LLM
 
-        kw = dict(model=model_path, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization,
-                  enable_sleep_mode=enable_sleep_mode, seed=seed, **llm_kwargs)
-        if lm_head_fp32:
+        kw = dict(model=model_path, dtype=setup.dtype,
+                  gpu_memory_utilization=options.gpu_memory_utilization,
+                  enable_sleep_mode=setup.sleep_mode, seed=setup.seed, **llm_kwargs)
+        if setup.lm_head_fp32:
             kw["hf_overrides"] = {**kw.get("hf_overrides", {}), "head_dtype": "float32"}
+        max_model_len = options.max_model_len or setup.context_len
         if max_model_len:
             kw["max_model_len"] = max_model_len
-        repetition_stop = {True: "processor", False: "off"}.get(repetition_stop, repetition_stop)
-        if repetition_stop not in ("off", "abort", "processor"):
-            raise ValueError(f"repetition_stop: expected off, abort or processor, got {repetition_stop!r}")
-        if repetition_stop == "processor":
+        if options.decode_time == "processor":
             from rollout.vllm_repetition import RepetitionStopLogitsProcessor
 
             kw["logits_processors"] = [RepetitionStopLogitsProcessor]
-        if weight_transfer:
-            kw["weight_transfer_config"] = {"backend": weight_transfer}
+        if setup.weight_transfer:
+            kw["weight_transfer_config"] = {"backend": setup.weight_transfer}
         self.llm = LLM(**kw)
-        self.model_path = model_path
         self.eos_ids = _eos_ids(model_path)
-        self.repetition_stop = repetition_stop
-        self.weight_transfer = weight_transfer
+        self.decode_time = options.decode_time
+        self.weight_transfer = setup.weight_transfer
         self.sleeping = False
 
     # ---- generation ----------------------------------------------------------------------
-    def sampling_params(self, sampling: SamplingConfig, max_tokens: int, seed: int | None):
+    def sampling_params(self, sampling: SamplingConfig, seed: int | None):
         from vllm import SamplingParams
 
         extra = None
-        if self.repetition_stop == "processor" and sampling.repetition_window > 0 and self.eos_ids:
+        if self.decode_time == "processor" and sampling.repetition_window > 0 and self.eos_ids:
             from rollout.vllm_repetition import repetition_args
 
             extra = repetition_args(sampling.repetition_window, sampling.repetition_prob,
@@ -130,18 +130,16 @@ class VLLMEngine:
         stop = list(dict.fromkeys([*sampling.stop_token_ids, *self.eos_ids]))
         return SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
                               top_k=sampling.top_k if sampling.top_k > 0 else 0,
-                              max_tokens=max_tokens, seed=seed, logprobs=0,
+                              max_tokens=sampling.max_tokens, seed=seed, logprobs=0,
                               stop_token_ids=stop or None, extra_args=extra)
 
     def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig,
-                 max_tokens_per_request: list[int] | None = None,
                  seeds: list[int] | None = None) -> list[Completion]:
         from vllm import TokensPrompt
 
-        params = [self.sampling_params(
-            sampling, max_tokens_per_request[i] if max_tokens_per_request else sampling.max_tokens,
-            seeds[i] if seeds is not None else sampling.seed) for i in range(len(prompt_token_ids))]
-        if self.repetition_stop == "abort" and sampling.repetition_window > 0:
+        params = [self.sampling_params(sampling, seeds[i] if seeds is not None else sampling.seed)
+                  for i in range(len(prompt_token_ids))]
+        if self.decode_time == "abort" and sampling.repetition_window > 0:
             return self._generate_abort(prompt_token_ids, params, sampling)
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(ids)) for ids in prompt_token_ids],
                                  params, use_tqdm=False)
@@ -150,7 +148,7 @@ class VLLMEngine:
             for c in out.outputs:
                 ids = list(c.token_ids)
                 lps = [float(step[tok].logprob) for tok, step in zip(ids, c.logprobs)]  # [T]
-                reason = "stop" if c.finish_reason == "stop" else "length"
+                reason: FinishReason = "stop" if c.finish_reason == "stop" else "length"
                 engine = {"engine_finish": reason, "engine_tokens": len(ids)}  # before the cut
                 ids, lps, reason = truncate_repetition(ids, lps, reason, sampling.repetition_window,
                                                        sampling.repetition_prob)

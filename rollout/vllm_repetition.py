@@ -22,7 +22,7 @@ No GPU->CPU synchronisation is added: the per-step statistics go to pinned memor
 non-blocking copy and are read one step later, after vLLM itself has waited for the previous
 step's sampled tokens (which were produced after the copy, on the same stream).
 
-Shapes: ``B`` rows of vLLM's persistent batch, ``V`` vocabulary.
+Shapes (rollout/base.py): ``N`` rows of vLLM's persistent batch, ``V`` vocabulary.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class RepetitionStopLogitsProcessor(_Base):  # type: ignore[misc,valid-type]
     def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool):
         self.device = torch.device(device)
         n = int(vllm_config.scheduler_config.max_num_seqs)
-        self.on = np.zeros(n, dtype=bool)  # [n] the rule applies to this row
+        self.on = np.zeros(n, dtype=bool)  # [max_num_seqs]: the rule applies to this row
         self.window = np.zeros(n, dtype=np.int64)
         self.log_prob = np.zeros(n, dtype=np.float64)
         self.eos = np.zeros(n, dtype=np.int64)
@@ -94,7 +94,6 @@ class RepetitionStopLogitsProcessor(_Base):  # type: ignore[misc,valid-type]
         self._arg = [torch.zeros(n, dtype=torch.int64, pin_memory=is_pin_memory) for _ in range(2)]
         self._buf = 0
         self._event = torch.cuda.Event() if self.device.type == "cuda" else None
-        self.forced_total = 0
 
     def is_argmax_invariant(self) -> bool:
         return False  # forcing EOS changes the argmax
@@ -159,9 +158,9 @@ class RepetitionStopLogitsProcessor(_Base):  # type: ignore[misc,valid-type]
         self.run[got] = np.where(confident, self.run[got] + 1, 0)
         return got[(self.run[got] >= self.window[got]) & ~self.forced[got]]
 
-    def apply(self, logits: torch.Tensor) -> torch.Tensor:  # [B, V] float32
-        B = logits.shape[0]
-        rows = np.flatnonzero(self.on[:B])
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:  # [N, V] float32
+        N = logits.shape[0]
+        rows = np.flatnonzero(self.on[:N])
         if rows.size == 0:
             return logits
         force = self._settle(rows)
@@ -171,11 +170,10 @@ class RepetitionStopLogitsProcessor(_Base):  # type: ignore[misc,valid-type]
             logits.index_fill_(0, idx, float("-inf"))
             logits[idx, eos] = 0.0
             self.forced[force] = True
-            self.forced_total += int(force.size)
         live = rows[~self.forced[rows]]  # rows still counting: statistics of this step
         if live.size == 0:
             return logits
-        if live.size == B:  # every row: no gather
+        if live.size == N:  # every row: no gather
             sel = logits
         else:
             sel = logits.index_select(0, torch.from_numpy(live).to(self.device, non_blocking=True))

@@ -1,45 +1,34 @@
 """The rollout role: one engine per actor. The driver-side group handle lives in
-``rlhf.actors.RolloutGroup``; this class is what runs inside each actor."""
+``rlhf.driver.roles.RolloutGroup``; this class is what runs inside each actor."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from rollout.base import Completion, SamplingConfig
-
-
-def make_engine(kind: str, model_path: str, **options):
-    """Build an engine by name: ``hf`` (transformers, CPU) or ``vllm`` (imported only here)."""
-    if kind == "hf":
-        from rollout.hf_engine import HFEngine
-
-        return HFEngine(model_path, **options)
-    if kind == "vllm":
-        from rollout.vllm_engine import VLLMEngine
-
-        return VLLMEngine(model_path, **options)
-    raise ValueError(f"unknown engine {kind!r}; valid: hf, vllm")
+from rollout.base import Completion, EngineSetup, SamplingConfig
+from rollout.engines import EngineConfig
 
 
 class RolloutWorker:
-    def __init__(self, kind: str, model_path: str, engine_options: dict, num_threads: int = 1):
+    """``engine``: its recipe section (rollout/engines.py), which builds it with ``setup``."""
+
+    def __init__(self, engine: EngineConfig, model_path: str, setup: EngineSetup,
+                 num_threads: int = 1):
         import torch
         from transformers import AutoTokenizer
 
         torch.set_num_threads(max(1, num_threads))
-        self.engine = make_engine(kind, model_path, **engine_options)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.engine = engine.build(model_path, setup)
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(model_path)
         self.version = 0
 
-    def generate(self, prompt_ids: list[list[int]], sampling: SamplingConfig, seeds: list[int],
-                 max_tokens: list[int] | None = None) -> list[Completion]:
-        t0 = time.perf_counter()
-        outs = self.engine.generate(prompt_ids, sampling, max_tokens, seeds)
+    def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig,
+                 seeds: list[int] | None = None) -> list[Completion]:
+        outs = self.engine.generate(prompt_token_ids, sampling, seeds)
         for c in outs:
             c.policy_version = self.version
-            c.extra["text"] = self.tokenizer.decode(c.token_ids, skip_special_tokens=True)
-        if outs:
-            outs[0].extra["gen_time"] = time.perf_counter() - t0
+            c.text = self.tokenizer.decode(c.token_ids, skip_special_tokens=True)
         return outs
 
     def update_weights(self, named_tensors: dict, version: int) -> float:
@@ -48,8 +37,9 @@ class RolloutWorker:
         self.version = version
         return time.perf_counter() - t0
 
-    def init_weight_transfer(self, **init_info) -> None:
-        self.engine.init_weight_transfer(**init_info)
+    def init_weight_transfer(self, master_address: str, master_port: int, rank_offset: int,
+                             world_size: int) -> None:
+        self.engine.init_weight_transfer(master_address, master_port, rank_offset, world_size)
 
     def receive_weights(self, update_info: dict, version: int) -> float:
         """A learner-initiated transfer (CUDA IPC handles or an NCCL broadcast)."""

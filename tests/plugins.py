@@ -7,3 +7,8 @@ def digit_count(response: str, task: dict) -> RewardResult:
     """A dense reward any random model gets variance on: the fraction of digits."""
     digits = sum(ch.isdigit() for ch in response)
     return RewardResult(digits / max(len(response), 1), None, {"digits": digits})
+
+
+def broken(response: str, task: dict) -> RewardResult:
+    """A verifier whose backend is down: every call raises (a recorded error, never a crash)."""
+    raise RuntimeError("verifier backend down")

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from rlhf.advantages import group_advantages, informative_groups, overlong_penalty
+from rlhf.learner.advantages import group_advantages, informative_groups, overlong_penalty
 
 pytestmark = pytest.mark.unit
 

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from rlhf.config import CispoLoss, GrpoLoss, RecipeError, check_resources, load_recipe, parse_recipe
+from rollout.engines import HFEngineConfig, VLLMEngineConfig
 
 pytestmark = pytest.mark.unit
 RECIPES = sorted((Path(__file__).parent.parent / "recipes").rglob("*.yaml"))
@@ -98,12 +99,49 @@ def test_length_windows_and_context_must_fit():
     windows = {"windows": [64, 128]}
     with pytest.raises(RecipeError, match="windows go up to 128 tokens but rollout.max_new_tokens is 100"):
         parse_recipe(_minimal(rollout={"max_new_tokens": 100, "length_windows": windows}))
-    with pytest.raises(RecipeError, match="max_model_len=128 leaves no room for a prompt and 128"):
+    vllm = {"type": "vllm", "max_model_len": 128}
+    with pytest.raises(RecipeError, match="rollout.engine.max_model_len=128 leaves no room for a "
+                                          "prompt and 128"):
         parse_recipe(_minimal(rollout={"max_new_tokens": 128, "length_windows": windows,
-                                       "max_model_len": 128}))
+                                       "engine": vllm}))
     r = parse_recipe(_minimal(rollout={"max_new_tokens": 128, "length_windows": windows,
-                                       "max_model_len": 200}))
-    assert r.rollout.max_model_len == 200
+                                       "engine": {**vllm, "max_model_len": 200}}))
+    assert r.rollout.engine.max_model_len == 200
+
+
+def test_engine_is_a_section_picked_by_type():
+    r = parse_recipe(_minimal())
+    assert r.rollout.engine == HFEngineConfig() and r.rollout.engine.max_batch_rows == 256
+    r = parse_recipe(_minimal(rollout={"engine": "vllm"}))  # a name is the section's defaults
+    assert r.rollout.engine == VLLMEngineConfig()
+    r = parse_recipe(_minimal(rollout={"engine": {"type": "vllm", "gpu_memory_utilization": 0.3,
+                                                  "decode_time": True}}))
+    assert (r.rollout.engine.gpu_memory_utilization, r.rollout.engine.decode_time) == (0.3, "abort")
+    assert VLLMEngineConfig(decode_time=False).decode_time == "off"  # one meaning of a boolean
+    with pytest.raises(RecipeError, match="'hf', 'vllm'"):
+        parse_recipe(_minimal(rollout={"engine": "sglang"}))
+    with pytest.raises(RecipeError, match="'off', 'abort' or 'processor'"):
+        parse_recipe(_minimal(rollout={"engine": {"type": "vllm", "decode_time": "sometimes"}}))
+
+
+def test_engine_options_in_their_old_places_say_where_they_went():
+    with pytest.raises(RecipeError) as exc:
+        parse_recipe(_minimal(rollout={"engine": "vllm", "gpu_memory_utilization": 0.3,
+                                       "max_batch_rows": 8, "repetition_stop": {"decode_time": True}},
+                              trian={}))
+    assert sorted(exc.value.errors) == [
+        "rollout.gpu_memory_utilization: moved to rollout.engine.gpu_memory_utilization, an "
+        "option of the vllm engine (engine: {type: vllm, gpu_memory_utilization: ...})",
+        "rollout.max_batch_rows: moved to rollout.engine.max_batch_rows, an option of the hf "
+        "engine (engine: {type: hf, max_batch_rows: ...})",
+        "rollout.repetition_stop.decode_time: moved to rollout.engine.decode_time, an option of "
+        "the vllm engine (engine: {type: vllm, decode_time: ...})",
+        "trian: unknown key; did you mean 'train'? (valid keys: advantages, data, loss, model, "
+        "placement, precision, rewards, rollout, run, train, warmup)"]  # every error at once
+    # the tag of the variant (vllm) is not part of the key path
+    with pytest.raises(RecipeError, match=r"rollout.engine.max_batch_rows: not an option of the "
+                                          r"vllm engine but of the hf engine"):
+        parse_recipe(_minimal(rollout={"engine": {"type": "vllm", "max_batch_rows": 8}}))
 
 
 def test_built_model_pads_the_vocabulary(tmp_path):

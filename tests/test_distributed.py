@@ -10,11 +10,12 @@ import pytest
 import ray
 import torch
 
-from rlhf.actors import LearnerGroup, RolloutGroup
-from rlhf.batching import TrainSample
-from rlhf.config import ModelConfig, TrainConfig, load_recipe
+from rlhf.config import CispoLoss, ModelConfig, TrainConfig, load_recipe
 from rlhf.driver import train
+from rlhf.driver.roles import LearnerGroup, RolloutGroup
+from rlhf.learner.batching import TrainSample
 from rollout.base import SamplingConfig
+from rollout.engines import HFEngineConfig
 
 pytestmark = pytest.mark.integration
 RECIPES = Path(__file__).parent.parent / "recipes"
@@ -34,7 +35,7 @@ def _samples(n=12, seed=0):
 
 def _learner_kwargs(path, **train):
     return dict(model_path=path, model_cfg=ModelConfig(path=path),
-                train_cfg=TrainConfig(micro_batch_tokens=64, **train), loss_cfg={"type": "cispo"},
+                train_cfg=TrainConfig(micro_batch_tokens=64, **train), loss_cfg=CispoLoss(),
                 lm_head_fp32=True)
 
 
@@ -60,10 +61,10 @@ def test_two_fsdp_learners_equal_one_learner(local_ray, tiny_model_dir):
 
 
 def test_stale_samples_are_refused(tiny_model_dir):
-    from rlhf.learner import LearnerWorker
+    from rlhf.learner.worker import LearnerWorker
 
     w = LearnerWorker(tiny_model_dir, ModelConfig(path=tiny_model_dir),
-                      TrainConfig(micro_batch_tokens=64, max_staleness=1), {"type": "cispo"}, True,
+                      TrainConfig(micro_batch_tokens=64, max_staleness=1), CispoLoss(), True,
                       master_port=29731)
     try:
         w.train([_samples(4)])
@@ -76,18 +77,20 @@ def test_stale_samples_are_refused(tiny_model_dir):
 
 
 def test_killed_rollout_worker_is_restarted_and_prompts_reissued(local_ray, tiny_model_dir):
-    group = RolloutGroup(2, "hf", tiny_model_dir, {}, num_cpus=1)
+    restarted = []  # the restart hook: the run's weight sync gives the new worker its weights
+    group = RolloutGroup(2, HFEngineConfig(), tiny_model_dir, num_cpus=1,
+                         on_restart=restarted.append)
     prompts = [[5 + i % 50, 6, 7, 8] for i in range(48)]
     seeds = list(range(100, 148))
     s = SamplingConfig(n=4, max_tokens=48, stop_token_ids=())
     t0 = time.perf_counter()
-    reference = group.generate(prompts, seeds, s)
+    reference = group.generate(prompts, s, seeds)
     # kill a third of the way into the step, however fast this machine generates
     killer = threading.Timer((time.perf_counter() - t0) / 3, lambda: ray.kill(group.actors[0]))
     killer.start()
-    out = group.generate(prompts, seeds, s)
+    out = group.generate(prompts, s, seeds)
     killer.join()
-    assert group.restarts == 1
+    assert group.restarts == 1 and restarted == [group.actors[0]]
     assert [c.prompt_index for c in out] == [i for i in range(48) for _ in range(4)]
     assert [c.token_ids for c in out] == [c.token_ids for c in reference]  # same seeds, same samples
     group.shutdown()

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rlhf.logprobs import chunked_logprobs
+from rlhf.learner.logprobs import chunked_logprobs
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

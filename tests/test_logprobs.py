@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rlhf.logprobs import chunked_logprobs, naive_logprobs
+from rlhf.learner.logprobs import chunked_logprobs, naive_logprobs
 
 pytestmark = pytest.mark.unit
 

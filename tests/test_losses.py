@@ -1,11 +1,21 @@
 """Loss maths: closed-form values on hand-made tensors, gradients, fast path vs plain loop."""
 
+import inspect
 import math
+import typing
 
 import pytest
 import torch
 
-from rlhf.losses import agg_loss, available_losses, get_policy_loss, kl_k3
+from rlhf.config import CispoLoss, DapoLoss, GrpoLoss, LossConfig, PpoLoss
+from rlhf.learner.losses import (
+    agg_loss,
+    available_losses,
+    bind_policy_loss,
+    get_policy_loss,
+    kl_k3,
+    loss_parameters,
+)
 
 pytestmark = pytest.mark.unit
 LN2 = math.log(2.0)
@@ -21,13 +31,36 @@ def test_registry_lists_valid_names_on_error():
         get_policy_loss("reinforce++")
 
 
+def test_loss_sections_are_the_registry_and_their_fields_the_parameters():
+    sections = typing.get_args(typing.get_args(LossConfig)[0])  # Annotated[A | B | ..., Field]
+    assert sorted(s.model_fields["type"].default for s in sections) == available_losses()
+    for section in sections:
+        fn = get_policy_loss(section.model_fields["type"].default)
+        params = inspect.signature(fn).parameters
+        assert set(section.model_fields) - {"type"} == set(loss_parameters(fn)), section
+        # the defaults live in the section only, and no catch-all swallows a renamed field
+        assert all(params[p].default is inspect.Parameter.empty for p in loss_parameters(fn))
+        assert not any(p.kind is p.VAR_KEYWORD for p in params.values()), section
+
+
+def test_a_renamed_field_fails_loudly():
+    class Renamed(CispoLoss):
+        eps_hi: float = 5.0  # a field the loss function does not take
+
+    with pytest.raises(TypeError, match=r"fields \['agg', 'eps_hi', 'eps_high'"):
+        bind_policy_loss(Renamed())
+    one = torch.zeros(1, 1)
+    with pytest.raises(TypeError, match="eps_hgh"):
+        bind_policy_loss(CispoLoss())(one, one, torch.zeros(1), one, eps_hgh=0.3)
+
+
 def test_cispo_closed_form_value_and_gradient():
     # r = [2, 1]; eps_high 0.5 -> weight [1.5, 1]; A = 2
     logprobs = _lp(0.5, 0.25).requires_grad_(True)
     old = _lp(0.25, 0.25)
     adv = torch.tensor([2.0], dtype=torch.float64)
     mask = torch.ones(1, 2, dtype=torch.float64)
-    loss, m = get_policy_loss("cispo")(logprobs, old, adv, mask, eps_high=0.5)
+    loss, m = bind_policy_loss(CispoLoss(eps_high=0.5))(logprobs, old, adv, mask)
     # -(1.5*2*ln0.5 + 1*2*ln0.25)/2 = (3 ln2 + 4 ln2)/2
     assert loss.item() == pytest.approx(3.5 * LN2, abs=1e-12)
     loss.backward()
@@ -44,11 +77,10 @@ def test_cispo_no_lower_bound_by_default_and_eps_low_clips():
     old = _lp(0.5)
     adv = torch.tensor([-1.0], dtype=torch.float64)
     mask = torch.ones(1, 1, dtype=torch.float64)
-    fn = get_policy_loss("cispo")
-    loss, m = fn(logprobs, old, adv, mask)
+    loss, m = bind_policy_loss(CispoLoss())(logprobs, old, adv, mask)
     assert loss.item() == pytest.approx(0.2 * math.log(0.1), abs=1e-12)  # -(0.2 * -1 * ln 0.1)
     assert m["clip_frac_lower"] == 0.0
-    loss2, m2 = fn(logprobs, old, adv, mask, eps_low=0.5)  # weight clipped up to 0.5
+    loss2, m2 = bind_policy_loss(CispoLoss(eps_low=0.5))(logprobs, old, adv, mask)  # clipped up to 0.5
     assert loss2.item() == pytest.approx(0.5 * math.log(0.1), abs=1e-12)
     assert m2["clip_frac_lower"] == 1.0
 
@@ -58,7 +90,7 @@ def test_cispo_unified_mask_drops_trust_region_violations():
     old = _lp(0.25, 0.25)
     adv = torch.tensor([2.0], dtype=torch.float64)
     mask = torch.ones(1, 2, dtype=torch.float64)
-    loss, m = get_policy_loss("cispo")(logprobs, old, adv, mask, eps_high=0.5, unified_mask=True)
+    loss, m = bind_policy_loss(CispoLoss(eps_high=0.5, unified_mask=True))(logprobs, old, adv, mask)
     assert loss.item() == pytest.approx(2 * LN2, abs=1e-12)  # only the r=1 token: -(2 ln .25)/2
     loss.backward()
     assert torch.allclose(logprobs.grad, torch.tensor([[0.0, -1.0]], dtype=torch.float64))
@@ -71,7 +103,7 @@ def test_ppo_clip_closed_form_and_gradients():
     old = _lp(0.25, 0.25)
     adv = torch.tensor([[1.0, -1.0]], dtype=torch.float64)
     mask = torch.ones(1, 2, dtype=torch.float64)
-    loss, m = get_policy_loss("ppo")(logprobs, old, adv, mask)
+    loss, m = bind_policy_loss(PpoLoss())(logprobs, old, adv, mask)
     assert loss.item() == pytest.approx((-1.2 + 2.0) / 2, abs=1e-12)
     loss.backward()
     assert torch.allclose(logprobs.grad, torch.tensor([[0.0, 1.0]], dtype=torch.float64))
@@ -82,10 +114,10 @@ def test_dapo_defaults_are_clip_higher_token_mean():
     logprobs = _lp(0.6, 0.6, 0.6)  # r = 1.2 -> within 1.28: unclipped
     old = _lp(0.5, 0.5, 0.5)
     mask = torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64)
-    loss, m = get_policy_loss("dapo")(logprobs, old, torch.tensor([1.0], dtype=torch.float64), mask)
+    loss, m = bind_policy_loss(DapoLoss())(logprobs, old, torch.tensor([1.0], dtype=torch.float64), mask)
     assert loss.item() == pytest.approx(-1.2, abs=1e-12)
     assert m["clip_frac_upper"] == 0.0
-    loss_ppo, _ = get_policy_loss("ppo")(_lp(0.65, 0.65, 0.65), old, torch.tensor([1.0], dtype=torch.float64), mask)
+    loss_ppo, _ = bind_policy_loss(PpoLoss())(_lp(0.65, 0.65, 0.65), old, torch.tensor([1.0], dtype=torch.float64), mask)
     assert loss_ppo.item() == pytest.approx(-1.2, abs=1e-12)  # ppo clips 1.3 -> 1.2
 
 
@@ -94,15 +126,15 @@ def test_grpo_seq_mean_and_k3_kl():
     old = logprobs.clone()
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
     adv = torch.tensor([1.0, 3.0], dtype=torch.float64)
-    loss, _ = get_policy_loss("grpo")(logprobs, old, adv, mask)
+    loss, _ = bind_policy_loss(GrpoLoss())(logprobs, old, adv, mask)
     assert loss.item() == pytest.approx(-(1.0 + 3.0) / 2, abs=1e-12)  # mean of per-seq means
     ref = logprobs + math.log(2.0)  # ref prob twice the policy's: k3 = 2 - ln2 - 1
-    loss_kl, m = get_policy_loss("grpo")(logprobs, old, adv, mask, kl_coef=0.1, ref_logprobs=ref)
+    loss_kl, m = bind_policy_loss(GrpoLoss(kl_coef=0.1))(logprobs, old, adv, mask, ref_logprobs=ref)
     assert m["kl"] == pytest.approx(1 - LN2, abs=1e-12)
     assert loss_kl.item() == pytest.approx(-2.0 + 0.1 * (1 - LN2), abs=1e-12)
     assert kl_k3(torch.zeros(3), torch.zeros(3)).abs().max() == 0
     with pytest.raises(ValueError, match="ref_logprobs"):
-        get_policy_loss("grpo")(logprobs, old, adv, mask, kl_coef=0.1)
+        bind_policy_loss(GrpoLoss(kl_coef=0.1))(logprobs, old, adv, mask)
 
 
 def test_agg_loss_modes_and_global_denominator():
@@ -122,8 +154,8 @@ def test_cispo_fast_path_matches_plain_loop():
     old = logprobs.detach() + 0.4 * torch.randn(N, T, generator=g, dtype=torch.float64)
     adv = torch.randn(N, generator=g, dtype=torch.float64)
     mask = (torch.rand(N, T, generator=g) > 0.3).to(torch.float64)
-    loss, _ = get_policy_loss("cispo")(logprobs, old, adv, mask, eps_low=0.2, eps_high=0.3,
-                                       unified_mask=True)
+    loss, _ = bind_policy_loss(CispoLoss(eps_low=0.2, eps_high=0.3, unified_mask=True))(
+        logprobs, old, adv, mask)
     total, count = 0.0, 0
     for i in range(N):
         for t in range(T):

@@ -6,7 +6,8 @@ import random
 import pytest
 import torch
 
-from rollout.base import SamplingConfig
+from rollout.base import EngineSetup, SamplingConfig
+from rollout.engines import HFEngineConfig, engine_class, engine_sections
 from rollout.hf_engine import HFEngine
 from rollout.repetition import RepetitionTracker, first_repetition_stop
 
@@ -55,7 +56,7 @@ def test_logprobs_are_the_raw_teacher_forced_ones(engine):
         assert max(abs(a - b) for a, b in zip(ref, c.logprobs)) < 1e-4
 
 
-def test_per_prompt_seeds_make_samples_independent_of_batching(engine):
+def test_per_prompt_seeds_make_samples_independent_of_batching(engine, tiny_model_dir):
     prompts = [[5, 6, 7], [9, 10, 11, 12, 13], [20, 21]]
     s = SamplingConfig(n=2, max_tokens=10)
     together = engine.generate(prompts, s, seeds=[11, 22, 33])
@@ -63,15 +64,19 @@ def test_per_prompt_seeds_make_samples_independent_of_batching(engine):
     assert [c.token_ids for c in together[2:4]] == [c.token_ids for c in alone]
     other = engine.generate([prompts[1]], s, seeds=[23])
     assert [c.token_ids for c in other] != [c.token_ids for c in alone]
+    small = HFEngineConfig(max_batch_rows=4).build(tiny_model_dir, EngineSetup())  # its section
+    assert small.max_batch_rows == 4
+    split = small.generate(prompts, s, seeds=[11, 22, 33])  # 6 rows decoded as 4 + 2
+    assert [c.token_ids for c in split] == [c.token_ids for c in together]
 
 
-def test_per_request_budget_gives_length_finish(engine):
-    outs = engine.generate([[5, 6], [7, 8]], SamplingConfig(n=1, max_tokens=50, seed=1,
-                                                            stop_token_ids=()),
-                           max_tokens_per_request=[3, 5])
-    assert len(outs[0].token_ids) <= 3 and len(outs[1].token_ids) <= 5
-    for c, budget in zip(outs, [3, 5]):
-        assert c.finish_reason in ("length", "stop")
+@pytest.mark.parametrize("budget", [3, 5])
+def test_token_budget_gives_length_finish(engine, budget):
+    outs = engine.generate([[5, 6], [7, 8]], SamplingConfig(n=1, max_tokens=budget, seed=1,
+                                                            stop_token_ids=()))
+    assert [c.prompt_index for c in outs] == [0, 1]
+    for c in outs:
+        assert len(c.token_ids) <= budget and c.finish_reason in ("length", "stop")
         if c.finish_reason == "length":
             assert len(c.token_ids) == budget
 
@@ -97,9 +102,33 @@ def test_repetition_stop_fires_on_a_degenerate_model(tiny_model_dir):
     assert off[0].finish_reason == "length" and len(off[0].token_ids) == 12
 
 
+def test_every_engine_section_names_an_engine_of_the_protocol():
+    """A new engine = its module + its section in rollout/engines.py; this holds them together."""
+    import inspect
+
+    from rollout.base import Engine
+
+    assert {s.model_fields["type"].default for s in engine_sections()} == {"hf", "vllm"}
+    for section in engine_sections():
+        cls = engine_class(section())  # importing the module needs no vLLM
+        assert list(inspect.signature(cls).parameters)[:3] == ["model_path", "options", "setup"]
+        for method in ("generate", "update_weights", "init_weight_transfer", "receive_weights",
+                       "sleep", "wake_up"):
+            assert inspect.signature(getattr(cls, method)).parameters.keys() == \
+                inspect.signature(getattr(Engine, method)).parameters.keys(), (cls, method)
+        assert "object_store" in section.weight_transports <= {"object_store", "ipc", "nccl"}
+
+
 def test_update_weights_rejects_unknown_names(engine):
     with pytest.raises(KeyError, match="unknown parameter"):
         engine.update_weights({"not.a.param": torch.zeros(1)})
+
+
+def test_learner_initiated_transfers_are_refused_with_the_reason(engine):
+    with pytest.raises(NotImplementedError, match="need the vllm engine"):
+        engine.init_weight_transfer("127.0.0.1", 4321, 1, 2)
+    with pytest.raises(NotImplementedError, match="need the vllm engine"):
+        engine.receive_weights({"names": []})
 
 
 def test_vllm_engine_posthoc_repetition_truncation():

@@ -231,7 +231,7 @@ def test_abort_path_stops_a_looping_sample_at_decode_time(fake_vllm):
 
     fake = _FakeLLMEngine(script)
     eng = object.__new__(VLLMEngine)
-    eng.llm, eng.eos_ids, eng.repetition_stop = SimpleNamespace(llm_engine=fake), [EOS], "abort"
+    eng.llm, eng.eos_ids, eng.decode_time = SimpleNamespace(llm_engine=fake), [EOS], "abort"
     s = SamplingConfig(n=2, temperature=1.0, max_tokens=40, repetition_window=5, repetition_prob=0.99)
     outs = eng.generate([[1, 2], [3]], s, seeds=[10, 20])
     # one request per sample, seeded like vLLM's n>1 children (seed + j), streaming deltas
@@ -248,12 +248,58 @@ def test_abort_path_stops_a_looping_sample_at_decode_time(fake_vllm):
     assert fake.steps == 40
 
 
-def test_engine_rejects_an_unknown_repetition_mode(fake_vllm):
-    from rollout.vllm_engine import VLLMEngine
-
-    fake_vllm_llm = SimpleNamespace()
+def test_engine_is_built_from_its_section_and_the_run_setup(fake_vllm, tmp_path):
     import sys
 
-    sys.modules["vllm"].LLM = lambda **kw: fake_vllm_llm
-    with pytest.raises(ValueError, match="repetition_stop: expected off, abort or processor"):
-        VLLMEngine("/nonexistent", repetition_stop="sometimes")
+    from rollout.base import EngineSetup
+    from rollout.engines import VLLMEngineConfig
+    from rollout.vllm_engine import VLLMEngine
+    from rollout.vllm_repetition import RepetitionStopLogitsProcessor
+
+    built = []
+    sys.modules["vllm"].LLM = lambda **kw: built.append(kw) or SimpleNamespace()
+    (tmp_path / "config.json").write_text(json.dumps({"eos_token_id": 5}))
+    setup = EngineSetup(dtype="bfloat16", lm_head_fp32=True, seed=3, sleep_mode=True,
+                        weight_transfer="nccl", context_len=300)
+    eng = VLLMEngineConfig(gpu_memory_utilization=0.3, decode_time="processor").build(
+        str(tmp_path), setup)
+    assert isinstance(eng, VLLMEngine) and eng.decode_time == "processor" and eng.eos_ids == [5]
+    assert built[0] == {"model": str(tmp_path), "dtype": "bfloat16", "gpu_memory_utilization": 0.3,
+                        "enable_sleep_mode": True, "seed": 3,
+                        "hf_overrides": {"head_dtype": "float32"}, "max_model_len": 300,
+                        "logits_processors": [RepetitionStopLogitsProcessor],
+                        "weight_transfer_config": {"backend": "nccl"}}
+    # `decode_time: true` means abort here as in the recipe: no logits processor, V2 runner kept
+    eng = VLLMEngine(str(tmp_path), VLLMEngineConfig(decode_time=True, max_model_len=64),
+                     EngineSetup(lm_head_fp32=False))
+    assert eng.decode_time == "abort" and "logits_processors" not in built[1]
+    assert built[1]["max_model_len"] == 64 and "hf_overrides" not in built[1]
+    assert "weight_transfer_config" not in built[1]
+
+
+class _RecordingLLM:
+    """vllm.LLM as the weight-transfer calls use it: every call recorded in order."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
+
+
+def test_engine_side_of_the_learner_initiated_transfers():
+    from rollout.vllm_engine import VLLMEngine
+
+    eng = object.__new__(VLLMEngine)
+    eng.llm = _RecordingLLM()
+    eng.init_weight_transfer("10.0.0.1", 4321, 2, 3)
+    assert eng.llm.calls == [("init_weight_transfer_engine", ({"init_info": {
+        "master_address": "10.0.0.1", "master_port": 4321, "rank_offset": 2, "world_size": 3}},),
+        {})]
+    eng.llm.calls.clear()
+    info = {"names": ["w"], "dtype_names": ["bfloat16"], "shapes": [[2, 2]], "packed": True}
+    eng.receive_weights(info)
+    # the stale prefix cache (KV from the old weights) goes after the update
+    assert eng.llm.calls == [("start_weight_update", (), {}),
+                             ("update_weights", ({"update_info": info},), {}),
+                             ("finish_weight_update", (), {}), ("reset_prefix_cache", (), {})]

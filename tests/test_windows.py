@@ -1,6 +1,6 @@
 import pytest
 
-from rlhf.windows import LengthWindows, generated_perplexity
+from rlhf.driver.windows import LengthWindows, generated_perplexity
 
 pytestmark = pytest.mark.unit
 M1 = [40960, 49152, 57344, 65536, 73728, 81920]

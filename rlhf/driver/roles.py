@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import socket
-import time
+from collections.abc import Callable
+from typing import Any
 
 import ray
 
-from rlhf.batching import TrainSample
-from rollout.base import Completion, SamplingConfig
+from rlhf.learner.batching import TrainSample
+from rollout.base import Completion, EngineSetup, SamplingConfig
+from rollout.engines import EngineConfig
 from rollout.worker import RolloutWorker
 
 log = logging.getLogger(__name__)
@@ -32,13 +34,17 @@ def _free_port() -> int:
 
 
 class LearnerGroup:
+    """``bundles[rank]``: the placement-group bundle of each rank (default: bundle ``rank``).
+    Actor handles are typed ``Any``: Ray's types do not know a handle's ``.remote`` methods."""
+
     def __init__(self, n: int, worker_kwargs: dict, num_cpus: float = 1.0, num_gpus: float = 0,
                  placement_group=None, name: str | None = None, bundles: list[int] | None = None):
-        from rlhf.learner import LearnerWorker
+        from rlhf.learner.worker import LearnerWorker
 
         port = _free_port()
-        opts = {"num_cpus": num_cpus, "num_gpus": num_gpus}
-        self.actors = []
+        bundles = bundles or list(range(n))
+        opts: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+        self.actors: list[Any] = []
         for rank in range(n):
             if name:  # named, so that operators (and tests) can find a learner by rank
                 opts["name"] = f"{name}-learner-{rank}"
@@ -55,8 +61,6 @@ class LearnerGroup:
     def train(self, samples: list[TrainSample], mini_batches: int) -> dict[str, float]:
         """Split the generation batch into K mini-batches, then give each rank an interleaved
         share of every mini-batch: the K updates are the same whatever the number of ranks."""
-        from rlhf.learner import split_minibatches
-
         n = len(self.actors)
         minis = split_minibatches(samples, mini_batches)
         return _reduce_metrics(ray.get([a.train.remote([m[r::n] for m in minis])
@@ -76,9 +80,10 @@ class LearnerGroup:
     def weight_meta(self, dtype: str | None) -> dict[str, list]:
         return self._all("weight_meta", dtype)[0]
 
-    def send_weights_ipc(self, engines: list, dtype: str | None, version: int) -> float:
-        """CUDA IPC transfer to engines on the learners' GPUs; rank 0's gather seconds."""
-        return self._all("send_weights_ipc", engines, dtype, version)[0]
+    def send_weights(self, transfer, dtype: str | None) -> float:
+        """One GPU push (an ``rlhf.weight_sync`` transfer) from every rank; rank 0's gather
+        seconds."""
+        return self._all("send_weights", transfer, dtype)[0]
 
     def save(self, path: str, extra: dict | None = None) -> None:
         self._all("save", path, extra)
@@ -89,9 +94,6 @@ class LearnerGroup:
     def save_hf(self, out_dir: str, src: str) -> None:
         self._all("save_hf", out_dir, src)
 
-    def trainable_snapshot(self) -> dict:
-        return self._all("trainable_snapshot")[0]
-
     def shutdown(self) -> None:
         try:
             self._all("shutdown")
@@ -100,51 +102,63 @@ class LearnerGroup:
                 ray.kill(a)
 
 
-_SUMMED = {"loss", "sft_loss"}  # each rank holds its share of a globally normalised loss
+def split_minibatches(samples: list, k: int) -> list[list]:
+    """K contiguous, nearly equal mini-batches (fewer when there are fewer samples)."""
+    k = max(1, min(k, len(samples)))
+    n = len(samples)
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return [samples[bounds[i]:bounds[i + 1]] for i in range(k)]
+
+
+_SUMMED = {"loss", "sft_loss", "mismatch/tokens"}  # each rank holds its share
+_MAXED = {"mismatch/prob_abs_diff_max"}
 
 
 def _reduce_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
-    """Combine rank metrics: global losses are summed over ranks, the rest averaged
-    (grad_norm, lr and policy_version are already identical on every rank)."""
+    """Combine rank metrics: global losses and counts are summed over ranks, maxima maxed, the
+    rest averaged (grad_norm, lr and policy_version are already identical on every rank)."""
     keys = set().union(*per_rank)
     out = {}
     for k in keys:
         vals = [m[k] for m in per_rank if k in m]
-        out[k] = sum(vals) if k in _SUMMED else sum(vals) / len(vals)
+        out[k] = sum(vals) if k in _SUMMED else max(vals) if k in _MAXED else sum(vals) / len(vals)
     return out
 
 
 class RolloutGroup:
-    def __init__(self, n: int, kind: str, model_path: str, engine_options: dict,
-                 num_cpus: float = 1.0, num_gpus: float = 0, max_restarts: int = 3,
-                 placement_group=None, bundles: list[int] | None = None):
-        self._spec = (kind, model_path, engine_options)
-        self._opts = {"num_cpus": num_cpus, "num_gpus": num_gpus}
-        self._pg, self._bundles = placement_group, bundles
+    """``on_restart(actor)`` is called with each replacement worker before its prompts are
+    re-issued: the run's weight sync gives it the current weights (its ``restore``).
+    ``bundles`` as in :class:`LearnerGroup`."""
+
+    def __init__(self, n: int, engine: EngineConfig, model_path: str,
+                 setup: EngineSetup = EngineSetup(), num_cpus: float = 1.0, num_gpus: float = 0,
+                 max_restarts: int = 3, placement_group=None, bundles: list[int] | None = None,
+                 on_restart: Callable[[ray.actor.ActorHandle], None] | None = None):
+        self._spec = (engine, model_path, setup)
+        self._opts: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
+        self._pg, self._bundles = placement_group, bundles or list(range(n))
         self.max_restarts = max_restarts
-        self.actors = [self._spawn(w) for w in range(n)]
+        self.on_restart = on_restart
+        self.actors: list[Any] = [self._spawn(w) for w in range(n)]
         self.restarts = 0
-        self._weights: tuple[ray.ObjectRef, int] | None = None
-        # How a restarted worker gets the current weights: the run's weight sync sets this;
-        # without one, the last object-store copy pushed through ``update_weights``.
-        self.restore = None
         ray.get([a.ping.remote() for a in self.actors])
 
     def _spawn(self, w: int):
-        kind, path, eopts = self._spec
+        engine, path, setup = self._spec
         opts = dict(self._opts)
         if self._pg is not None:
             opts["scheduling_strategy"] = _in_bundle(self._pg, self._bundles[w])
         return ray.remote(RolloutWorker).options(**opts).remote(
-            kind, path, eopts, num_threads=max(1, int(self._opts["num_cpus"])))
+            engine, path, setup, num_threads=max(1, int(self._opts["num_cpus"])))
 
-    def generate(self, prompt_ids: list[list[int]], seeds: list[int], sampling: SamplingConfig,
-                 max_tokens: list[int] | None = None) -> list[Completion]:
+    def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig,
+                 seeds: list[int]) -> list[Completion]:
         """Completions for every prompt (``sampling.n`` each), in prompt order. A worker that
-        dies is replaced, given the current weights, and its prompts re-issued."""
+        dies is replaced, given the current weights, and its prompts re-issued (their seeds
+        make them draw the same samples)."""
         n = len(self.actors)
-        shards = [list(range(w, len(prompt_ids), n)) for w in range(n)]
-        pending = {w: self._submit(w, shard, prompt_ids, seeds, sampling, max_tokens)
+        shards = [list(range(w, len(prompt_token_ids), n)) for w in range(n)]
+        pending = {w: self._submit(w, shard, prompt_token_ids, sampling, seeds)
                    for w, shard in enumerate(shards) if shard}
         results: dict[int, list[Completion]] = {}
         failures = 0
@@ -160,7 +174,7 @@ class RolloutGroup:
                 log.warning("rollout worker %d died (%s); restarting and re-issuing %d prompts",
                             w, type(exc).__name__, len(shards[w]))
                 self._restart(w)
-                pending[w] = self._submit(w, shards[w], prompt_ids, seeds, sampling, max_tokens)
+                pending[w] = self._submit(w, shards[w], prompt_token_ids, sampling, seeds)
                 continue
             del pending[w]
             for c in comps:  # local prompt index -> global prompt index
@@ -170,10 +184,10 @@ class RolloutGroup:
         out.sort(key=lambda c: c.prompt_index)  # stable: keeps sample order within a prompt
         return out
 
-    def _submit(self, w, shard, prompt_ids, seeds, sampling, max_tokens):
-        mt = [max_tokens[i] for i in shard] if max_tokens else None
-        return self.actors[w].generate.remote([prompt_ids[i] for i in shard],
-                                              sampling, [seeds[i] for i in shard], mt)
+    def _submit(self, w: int, shard: list[int], prompt_token_ids: list[list[int]],
+                sampling: SamplingConfig, seeds: list[int]) -> ray.ObjectRef:
+        return self.actors[w].generate.remote([prompt_token_ids[i] for i in shard], sampling,
+                                              [seeds[i] for i in shard])
 
     def _restart(self, w: int) -> None:
         try:
@@ -182,18 +196,8 @@ class RolloutGroup:
             pass
         self.actors[w] = self._spawn(w)
         self.restarts += 1
-        if self.restore is not None:
-            self.restore(w)
-        elif self._weights is not None:
-            ref, version = self._weights
-            ray.get(self.actors[w].update_weights.remote(ref, version))
-
-    def update_weights(self, weights_ref: ray.ObjectRef, version: int) -> float:
-        """Push one object-store copy of the weights to every engine; seconds taken."""
-        t0 = time.perf_counter()
-        self._weights = (weights_ref, version)
-        ray.get([a.update_weights.remote(weights_ref, version) for a in self.actors])
-        return time.perf_counter() - t0
+        if self.on_restart is not None:
+            self.on_restart(self.actors[w])
 
     def sleep(self) -> None:
         ray.get([a.sleep.remote() for a in self.actors])

@@ -49,7 +49,8 @@ class _ChunkedHeadLogprob(torch.autograd.Function):
         grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) \
             if ctx.needs_input_grad[1] else None
-        grad_b = torch.zeros_like(b32) if (bias is not None and ctx.needs_input_grad[2]) else None
+        grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) \
+            if (bias is not None and ctx.needs_input_grad[2]) else None
         for s in range(0, hidden.shape[0], c):
             h = hidden[s:s + c]
             # d logprob / d logits = onehot(target) - softmax(logits)

@@ -7,8 +7,12 @@ Shapes: ``N`` responses, ``T`` tokens (padded). Every loss takes
     advantages    [N] or [N, T]
     mask          [N, T]  1 for response tokens that count, 0 for padding / prompt
 
-and returns ``(loss, metrics)``: a scalar and a dict of floats. Each loss is one pure function
-computing the per-token loss; :func:`agg_loss` turns it into a scalar.
+then its recipe parameters as keyword-only arguments without defaults (the defaults live once, in
+the loss's section of rlhf/config.py, whose fields are exactly these parameters: tests check it),
+and the learner's runtime inputs ``denom`` (and ``ref_logprobs`` where the loss uses a reference
+model). It returns ``(loss, metrics)``: a scalar and a dict of floats. Each loss is one pure
+function computing the per-token loss; :func:`agg_loss` turns it into a scalar.
+:func:`bind_policy_loss` binds a recipe section's fields to its loss.
 
 ``agg="token-mean"``: sum over unmasked tokens of the batch / number of unmasked tokens.
 ``agg="seq-mean"``: mean over sequences of each sequence's token mean.
@@ -19,13 +23,16 @@ mini-batch (global token-mean) instead of per micro-batch.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 Agg = Literal["token-mean", "seq-mean"]
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
+RUNTIME_INPUTS = ("denom", "ref_logprobs")  # keyword inputs from the learner, not the recipe
 
 _LOSSES: dict[str, LossFn] = {}
 
@@ -47,6 +54,24 @@ def get_policy_loss(name: str) -> LossFn:
 
 def available_losses() -> list[str]:
     return sorted(_LOSSES)
+
+
+def loss_parameters(fn: LossFn) -> list[str]:
+    """A loss's recipe parameters: its keyword-only parameters but the runtime inputs."""
+    return [p.name for p in inspect.signature(fn).parameters.values()
+            if p.kind is p.KEYWORD_ONLY and p.name not in RUNTIME_INPUTS]
+
+
+def bind_policy_loss(section: Any) -> LossFn:
+    """The loss that ``section.type`` names with the section's other fields as its parameters;
+    the result takes ``(logprobs, old_logprobs, advantages, mask, *, denom, ...)``. A field the
+    function does not take, or a parameter the section does not have, is an error."""
+    fn = get_policy_loss(section.type)
+    fields = sorted(name for name in type(section).model_fields if name != "type")
+    if fields != sorted(loss_parameters(fn)):
+        raise TypeError(f"loss {section.type!r}: the recipe section's fields {fields} are not the "
+                        f"function's parameters {sorted(loss_parameters(fn))}")
+    return functools.partial(fn, **{name: getattr(section, name) for name in fields})
 
 
 def agg_loss(per_token: torch.Tensor, mask: torch.Tensor, agg: Agg = "token-mean",
@@ -84,9 +109,8 @@ def _ratio_metrics(ratio: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
 
 @register_policy_loss("cispo")
 def cispo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-               mask: torch.Tensor, *, eps_low: float | None = None, eps_high: float = 5.0,
-               unified_mask: bool = False, agg: Agg = "token-mean", denom: float | None = None,
-               **_: object) -> tuple[torch.Tensor, dict[str, float]]:
+               mask: torch.Tensor, *, eps_low: float | None, eps_high: float, unified_mask: bool,
+               agg: Agg, denom: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """CISPO, MiniMax-M1 eq. 4-5: clip the importance-sampling weight, not the update.
 
         J = (1 / sum_i |o_i|) sum_i sum_t sg(clip(r, 1 - eps_low, 1 + eps_high)) * A * log pi
@@ -138,10 +162,9 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
 
 @register_policy_loss("grpo")
 def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-              mask: torch.Tensor, *, eps_low: float = 0.2, eps_high: float = 0.2,
-              kl_coef: float = 0.0, ref_logprobs: torch.Tensor | None = None,
-              agg: Agg = "seq-mean", denom: float | None = None,
-              **_: object) -> tuple[torch.Tensor, dict[str, float]]:
+              mask: torch.Tensor, *, eps_low: float, eps_high: float, kl_coef: float, agg: Agg,
+              denom: float | None = None, ref_logprobs: torch.Tensor | None = None,
+              ) -> tuple[torch.Tensor, dict[str, float]]:
     """GRPO (DeepSeekMath): PPO's clipped surrogate, per-sequence mean, optional k3 KL to a
     reference policy weighted by ``kl_coef`` (needs ``ref_logprobs``)."""
     adv = _broadcast_adv(advantages, logprobs)
@@ -156,23 +179,16 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: to
     return agg_loss(per_token, mask, agg, denom), metrics
 
 
-@register_policy_loss("dapo")
-def dapo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-              mask: torch.Tensor, *, eps_low: float = 0.2, eps_high: float = 0.28,
-              agg: Agg = "token-mean", denom: float | None = None,
-              **_: object) -> tuple[torch.Tensor, dict[str, float]]:
-    """DAPO (arXiv 2503.14476): clip-higher (0.2 / 0.28), token-level mean, no KL."""
-    adv = _broadcast_adv(advantages, logprobs)
-    per_token, flags, ratio = _ppo_clip_per_token(logprobs, old_logprobs, adv, eps_low, eps_high)
-    return agg_loss(per_token, mask, agg, denom), _clip_metrics(flags, ratio, mask)
-
-
 @register_policy_loss("ppo")
+@register_policy_loss("dapo")
 def ppo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-             mask: torch.Tensor, *, eps_low: float = 0.2, eps_high: float = 0.2,
-             agg: Agg = "token-mean", denom: float | None = None,
-             **_: object) -> tuple[torch.Tensor, dict[str, float]]:
-    """PPO's clipped surrogate objective (no value loss: advantages come from the groups)."""
+             mask: torch.Tensor, *, eps_low: float, eps_high: float, agg: Agg,
+             denom: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO's clipped surrogate objective (no value loss: advantages come from the groups).
+
+    Registered as ``dapo`` too: DAPO (arXiv 2503.14476) is this objective with clip-higher
+    bounds (0.2 / 0.28) and a token-level mean, no KL; only its recipe section's defaults
+    differ (rlhf/config.py ``DapoLoss``)."""
     adv = _broadcast_adv(advantages, logprobs)
     per_token, flags, ratio = _ppo_clip_per_token(logprobs, old_logprobs, adv, eps_low, eps_high)
     return agg_loss(per_token, mask, agg, denom), _clip_metrics(flags, ratio, mask)

@@ -3,22 +3,26 @@ chunked LM head.
 
 ``PolicyModel`` wraps a Hugging Face causal LM (optionally a peft model). Its ``forward`` runs
 the decoder, picks the hidden states that predict response tokens, and applies the head with
-:func:`rlhf.logprobs.chunked_logprobs`; the head's weight is used inside this module's forward,
+:func:`rlhf.learner.logprobs.chunked_logprobs`; the head's weight is used inside this module's forward,
 so FSDP2 (which unshards a module's parameters for its forward) can wrap it as the root.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from rlhf.batching import MicroBatch
-from rlhf.logprobs import chunked_logprobs
+from rlhf.learner.batching import MicroBatch
+from rlhf.learner.logprobs import chunked_logprobs
 
 
-def base_model(lm: nn.Module) -> nn.Module:
-    """The transformers model under a peft wrapper (or ``lm`` itself)."""
-    return lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+def base_model(lm: nn.Module) -> Any:
+    """The transformers model under a peft wrapper (or ``lm`` itself), as a transformers model
+    (``.model``, ``.get_output_embeddings()``: attributes torch's ``Module`` type does not know)."""
+    unwrap = getattr(lm, "get_base_model", None)
+    return unwrap() if callable(unwrap) else lm
 
 
 class PolicyModel(nn.Module):
@@ -31,21 +35,22 @@ class PolicyModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 prompt_lens: torch.Tensor, resp_lens: torch.Tensor,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (logprobs [n, R], entropy [n, R]) of the response tokens, zero-padded."""
+        """-> (logprobs [N, T], entropy [N, T]) of the response tokens, zero-padded (input_ids,
+        attention_mask [N, T_seq]; prompt_lens, resp_lens [N])."""
         base = base_model(self.lm)
-        if bool(attention_mask.all()):  # no padding: let attention use its causal kernel, no mask
-            attention_mask = None
-        hidden = base.model(input_ids=input_ids, attention_mask=attention_mask,
-                            use_cache=False).last_hidden_state  # [n, L, H]
-        n, L, H = hidden.shape
-        R = max(int(resp_lens.max()), 1)
+        # no padding: let attention use its causal kernel, no mask
+        attn = None if bool(attention_mask.all()) else attention_mask
+        hidden = base.model(input_ids=input_ids, attention_mask=attn,
+                            use_cache=False).last_hidden_state  # [N, T_seq, H]
+        N, T_seq, H = hidden.shape
+        T = max(int(resp_lens.max()), 1)
         # hidden at position p predicts token p + 1: response token k of row i sits at
         # prompt_len + k and is predicted from prompt_len + k - 1.
-        k = torch.arange(R, device=input_ids.device)  # [R]
-        valid = k[None, :] < resp_lens[:, None].to(k.device)  # [n, R]
-        pos = (prompt_lens[:, None].to(k.device) - 1 + k[None, :]).clamp(max=L - 2)  # [n, R]
-        rows = torch.arange(n, device=k.device)[:, None].expand(n, R)
-        flat_h = hidden[rows[valid], pos[valid]]  # [T_sel, H]
+        k = torch.arange(T, device=input_ids.device)  # [T]
+        valid = k[None, :] < resp_lens[:, None].to(k.device)  # [N, T]
+        pos = (prompt_lens[:, None].to(k.device) - 1 + k[None, :]).clamp(max=T_seq - 2)  # [N, T]
+        rows = torch.arange(N, device=k.device)[:, None].expand(N, T)
+        flat_h = hidden[rows[valid], pos[valid]]  # [T_sel, H]: the response tokens of all rows
         targets = input_ids[rows[valid], pos[valid] + 1]  # [T_sel]
         head = base.get_output_embeddings()
         if self.lm_head_fp32:
@@ -55,8 +60,8 @@ class PolicyModel(nn.Module):
             logp = torch.log_softmax(logits.float(), -1)
             lp = logp.gather(-1, targets[:, None])[:, 0]
             ent = -(logp.exp() * logp).sum(-1).detach()
-        logprobs = hidden.new_zeros((n, R), dtype=torch.float32)
-        entropy = hidden.new_zeros((n, R), dtype=torch.float32)
+        logprobs = hidden.new_zeros((N, T), dtype=torch.float32)
+        entropy = hidden.new_zeros((N, T), dtype=torch.float32)
         logprobs = logprobs.masked_scatter(valid, lp)
         entropy = entropy.masked_scatter(valid, ent)
         return logprobs, entropy

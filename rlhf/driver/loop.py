@@ -1,4 +1,4 @@
-"""The training driver: the RL loop, calling only role handles.
+"""The training driver: the RL loop, calling only role handles (rlhf/driver/run.py).
 
     generate -> score -> advantages -> train -> push weights -> log -> evaluate / checkpoint
 """
@@ -11,7 +11,7 @@ import time
 from tqdm import tqdm
 
 from rlhf.config import Recipe
-from rlhf.runtime import Run, build_samples, step_seeds
+from rlhf.driver.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +26,12 @@ def train(recipe: Recipe, address: str | None = None) -> dict:
                    initial=run.start_step, total=recipe.run.steps)
         for step in bar:
             t0 = time.perf_counter()
-            batch, sampling = run.next_batch(), run.step_sampling()
-            completions = run.rollouts.generate(batch.prompt_ids, step_seeds(recipe, step, batch),
-                                                sampling)
+            batch, sampling = run.next_batch(step), run.step_sampling()
+            completions = run.rollouts.generate(batch.prompt_ids, sampling, batch.seeds)
             t_gen = time.perf_counter()
-            rewards, score_m = run.scorer.score([c.extra["text"] for c in completions],
+            rewards, score_m = run.scorer.score([c.text for c in completions],
                                                 [batch.tasks[c.prompt_index] for c in completions])
-            samples, batch_m = build_samples(recipe, batch, completions, rewards, step,
-                                             sampling.max_tokens)
+            samples, batch_m = run.build_samples(batch, completions, rewards, sampling)
             batch_m.update(run.advance_windows(completions, batch_m))
             t_score = time.perf_counter()
             with run.engines_asleep() as sleep_m:

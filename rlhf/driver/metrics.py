@@ -4,23 +4,7 @@ line, and a PNG plot of reward / pass rate / response length against step."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-
-import torch
-
-
-def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Pearson correlation of two 1-D tensors (NaN when either is constant)."""
-    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
-    den = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
-    return float((x * y).sum()) / den if den > 0 else float("nan")
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    return float(torch.quantile(torch.tensor(values, dtype=torch.float64), q / 100.0))
 
 
 class MetricsWriter:

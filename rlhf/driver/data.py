@@ -50,6 +50,11 @@ def tokenize_prompts(ds, tokenizer):
                   desc="tokenizing prompts")
 
 
+def longest_prompt(*datasets) -> int:
+    """The most prompt tokens of any row of the tokenized datasets (None entries skipped)."""
+    return max(len(ids) for ds in datasets if ds is not None for ids in ds["prompt_ids"])
+
+
 class PromptStream:
     """Batches of prompts in a seeded order, epoch after epoch. The whole position is
     ``(epoch, offset)``: saving and restoring it resumes the exact same sequence."""

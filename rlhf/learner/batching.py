@@ -4,8 +4,8 @@ A :class:`TrainSample` carries the token ids exactly as the engine produced them
 response, never re-tokenised), the sampler's ``rollout_logprobs`` of the response tokens, the
 advantage and the policy version that generated it.
 
-Shapes in a :class:`MicroBatch`: ``n`` samples, ``L`` padded sequence length, ``R`` padded
-response length.
+Shapes (rollout/base.py) in a :class:`MicroBatch`: ``N`` samples, ``T_seq`` padded sequence
+(prompt + response) length, ``T`` padded response length.
 """
 
 from __future__ import annotations
@@ -32,16 +32,16 @@ class TrainSample:
 
 @dataclass
 class MicroBatch:
-    input_ids: torch.Tensor       # [n, L] right-padded
-    attention_mask: torch.Tensor  # [n, L]
-    prompt_lens: torch.Tensor     # [n]
-    resp_lens: torch.Tensor       # [n]
-    resp_mask: torch.Tensor       # [n, R]
-    advantages: torch.Tensor      # [n]
+    input_ids: torch.Tensor       # [N, T_seq] right-padded
+    attention_mask: torch.Tensor  # [N, T_seq]
+    prompt_lens: torch.Tensor     # [N]
+    resp_lens: torch.Tensor       # [N]
+    resp_mask: torch.Tensor       # [N, T]
+    advantages: torch.Tensor      # [N]
     indices: list[int]            # positions in the caller's sample list
 
     def response_tensor(self, values: list[list[float]]) -> torch.Tensor:
-        """Pad per-sample response values (e.g. old_logprobs) into [n, R]."""
+        """Pad per-sample response values (e.g. old_logprobs) into [N, T]."""
         out = torch.zeros(self.resp_mask.shape, dtype=torch.float32)
         for row, vals in enumerate(values):
             out[row, :len(vals)] = torch.tensor(vals, dtype=torch.float32)
@@ -68,11 +68,12 @@ def plan_micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]
 
 def collate(samples: list[TrainSample], indices: list[int], pad_id: int) -> MicroBatch:
     chosen = [samples[i] for i in indices]
-    L = max(len(s.input_ids) for s in chosen)
-    R = max(max(s.response_len for s in chosen), 1)
-    ids = torch.full((len(chosen), L), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(chosen), L), dtype=torch.long)
-    rmask = torch.zeros((len(chosen), R), dtype=torch.float32)
+    N = len(chosen)
+    T_seq = max(len(s.input_ids) for s in chosen)
+    T = max(max(s.response_len for s in chosen), 1)
+    ids = torch.full((N, T_seq), pad_id, dtype=torch.long)
+    attn = torch.zeros((N, T_seq), dtype=torch.long)
+    rmask = torch.zeros((N, T), dtype=torch.float32)
     for row, s in enumerate(chosen):
         ids[row, :len(s.input_ids)] = torch.tensor(s.input_ids, dtype=torch.long)
         attn[row, :len(s.input_ids)] = 1

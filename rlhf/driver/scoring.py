@@ -1,13 +1,13 @@
 """Scoring a generation batch through :class:`rewards.combine.RewardRouter`: each sample goes
 to its verifier (by the recipe's list, or by the task's own ``verifier`` field), verifiers run
 concurrently, the format reward is added with its weight. A verifier failure is a recorded
-zero, never a crashed run."""
+zero, never a crashed run; the step's count of them is the metric ``verifier/errors``."""
 
 from __future__ import annotations
 
 import time
 
-from rewards import RewardResult
+from rewards import RewardResult, is_unjudged
 from rewards.combine import RewardRouter
 from rlhf.config import RewardsConfig
 
@@ -40,7 +40,7 @@ class Scorer:
             raise ValueError(f"a task has no {self.cfg.route_field!r} field and the recipe lists no "
                              "verifiers (rewards.verifiers)")
         if names not in self._routers:
-            specs = [{"name": n} for n in sorted(names)] + self._extra()
+            specs = [{"name": n} for n in sorted(names, key=str)] + self._extra()
             self._routers[names] = RewardRouter(specs, route_field=self.cfg.route_field)
         return self._routers[names]
 
@@ -48,12 +48,22 @@ class Scorer:
         """One combined RewardResult per response, plus timing and queueing metrics."""
         t0 = time.perf_counter()
         out = self._router_for(tasks).batch(responses, tasks)
-        metrics = {"time/score": time.perf_counter() - t0}
+        metrics = {"time/score": time.perf_counter() - t0,
+                   "verifier/errors": sum(1 for r in out if unjudged(r))}
         queued = [q for r in out for q in _queue_times(r)]
         if queued:
             metrics["verifier/queue_s_mean"] = sum(queued) / len(queued)
             metrics["verifier/queue_s_max"] = max(queued)
         return out, metrics
+
+
+def unjudged(r: RewardResult) -> bool:
+    """A verifier could not judge this sample (it raised, timed out, or no verifier matched):
+    :func:`rewards.is_unjudged` of the routed result or of any of its parts."""
+    parts = r.info.get("parts", {}).values()
+    return is_unjudged(r) or any(
+        is_unjudged(RewardResult(p.get("score", 0.0), p.get("correct"), p.get("info", {})))
+        for p in parts)
 
 
 def _queue_times(r: RewardResult) -> list[float]:

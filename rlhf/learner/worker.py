@@ -1,7 +1,7 @@
 """The learner role: one member of a torch.distributed group training the policy.
 
 Each ``LearnerWorker`` gets its rank and the group's rendezvous address from the driver
-(:class:`rlhf.actors.LearnerGroup`), so no torchrun is needed. With more than one learner (or
+(:class:`rlhf.driver.roles.LearnerGroup`), so no torchrun is needed. With more than one learner (or
 on a GPU) the policy is sharded with FSDP2 (``fully_shard``): bf16 compute with float32 master
 weights and optimizer state on GPU, float32 on CPU.
 
@@ -12,33 +12,34 @@ whatever the micro-batching.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.distributed as dist
 
-from rlhf.batching import TrainSample, collate, plan_micro_batches
-from rlhf.config import LoraConfig, ModelConfig, OptimConfig, TrainConfig
-from rlhf.losses import get_policy_loss
-from rlhf.metrics import pearson
-from rlhf.policy import PolicyModel, base_model
+from rlhf.config import LoraConfig, LossConfig, ModelConfig, OptimConfig, TrainConfig
+from rlhf.learner.batching import TrainSample, collate, plan_micro_batches
+from rlhf.learner.losses import bind_policy_loss
+from rlhf.learner.policy import PolicyModel, base_model
+from rlhf.learner.stats import mismatch_stats
+from rlhf.weight_sync import Channel, NCCLGroup, Transfer
 
 
 class LearnerWorker:
     def __init__(self, model_path: str, model_cfg: ModelConfig, train_cfg: TrainConfig,
-                 loss_cfg: dict, lm_head_fp32: bool, rank: int = 0, world_size: int = 1,
+                 loss_cfg: LossConfig, lm_head_fp32: bool, rank: int = 0, world_size: int = 1,
                  master_addr: str = "127.0.0.1", master_port: int = 29500, seed: int = 0,
-                 use_reference: bool = False, num_threads: int | None = None):
+                 num_threads: int | None = None):
         if num_threads:
             torch.set_num_threads(num_threads)
         self.rank, self.world_size = rank, world_size
-        self.cfg, self.model_cfg = train_cfg, model_cfg
-        self.loss_cfg = dict(loss_cfg)
-        self.loss_fn = get_policy_loss(self.loss_cfg.pop("type"))
+        self.cfg, self.model_cfg, self.loss_cfg = train_cfg, model_cfg, loss_cfg
+        self.loss_fn = bind_policy_loss(loss_cfg)
         self.device = torch.device(f"cuda:{torch.cuda.current_device()}"
                                    if torch.cuda.is_available() else "cpu")
         torch.manual_seed(seed + rank)
@@ -49,15 +50,16 @@ class LearnerWorker:
         self.fsdp = train_cfg.fsdp == "on" or (train_cfg.fsdp == "auto" and (
             world_size > 1 or self.device.type == "cuda"))
         self.policy, self.pad_id = self._build_policy(model_path, lm_head_fp32)
-        self.ref = self._build_reference(model_path, lm_head_fp32) if use_reference else None
+        self.ref = self._build_reference(model_path, lm_head_fp32) if loss_cfg.uses_reference else None
         params = [p for p in self.policy.parameters() if p.requires_grad]
         o: OptimConfig = train_cfg.optim
-        self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                                           weight_decay=o.weight_decay)
+        self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(o.betas[0], o.betas[1]),
+                                           eps=o.eps, weight_decay=o.weight_decay)
         warm = o.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
         self.version = 0
+        self.channel = Channel(rank)  # this rank's weight-sync state (rlhf/weight_sync.py)
 
     # ---- construction ----------------------------------------------------------------
     def _load_lm(self, model_path: str):
@@ -159,7 +161,7 @@ class LearnerWorker:
         return max(float(t), 1.0)
 
     def _update(self, mini: list[TrainSample]) -> dict[str, float]:
-        denom = self._global_denom(mini, self.loss_cfg.get("agg", "token-mean"))
+        denom = self._global_denom(mini, self.loss_cfg.agg)
         sums: dict[str, float] = defaultdict(float)
         tokens = 0
         loss_total = 0.0
@@ -168,11 +170,11 @@ class LearnerWorker:
             lp, ent = self.policy.micro_forward(mb, self.device)
             mask = mb.resp_mask.to(self.device)
             old = mb.response_tensor([mini[i].old_logprobs for i in idx] or [[0.0]]).to(self.device)
-            ref = None
-            if self.ref is not None:
-                ref = mb.response_tensor([mini[i].ref_logprobs for i in idx] or [[0.0]]).to(self.device)
-            loss, m = self.loss_fn(lp, old, mb.advantages.to(self.device), mask,
-                                   **self.loss_cfg, denom=denom, ref_logprobs=ref)
+            inputs = {"denom": denom}
+            if self.ref is not None:  # only a loss that uses a reference model takes it
+                inputs["ref_logprobs"] = mb.response_tensor(
+                    [mini[i].ref_logprobs for i in idx] or [[0.0]]).to(self.device)
+            loss, m = self.loss_fn(lp, old, mb.advantages.to(self.device), mask, **inputs)
             # FSDP averages gradients over ranks; the loss is already a global mean.
             (loss * weight * self.world_size).backward()
             loss_total += float(loss.detach()) * weight
@@ -181,14 +183,12 @@ class LearnerWorker:
             for key, v in m.items():
                 sums[key] += v * n_tok
             sums["entropy"] += float((ent * mask).sum()) if idx else 0.0
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in self.policy.parameters() if p.requires_grad], self.cfg.optim.grad_clip)
-        grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+        grad_norm = self._clip_grads()
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         out = {k: v / max(tokens, 1) for k, v in sums.items()}
-        out.update(loss=loss_total, grad_norm=grad_norm, lr=self.scheduler.get_last_lr()[0])
+        out.update(loss=loss_total, grad_norm=grad_norm, lr=float(self.scheduler.get_last_lr()[0]))
         return out
 
     def sft_step(self, samples: list[TrainSample], lr: float) -> dict[str, float]:
@@ -204,14 +204,18 @@ class LearnerWorker:
             loss = -(lp * mb.resp_mask.to(self.device)).sum() / denom
             (loss * weight * self.world_size).backward()
             total += float(loss.detach()) * weight
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in self.policy.parameters() if p.requires_grad], self.cfg.optim.grad_clip)
+        grad_norm = self._clip_grads()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         for g in self.optimizer.param_groups:
             g["lr"] = self.scheduler.get_last_lr()[0]
-        return {"sft_loss": total, "grad_norm": float(grad_norm.full_tensor()
-                                                       if hasattr(grad_norm, "full_tensor") else grad_norm)}
+        return {"sft_loss": total, "grad_norm": grad_norm}
+
+    def _clip_grads(self) -> float:
+        """Clip the global gradient norm to ``train.optim.grad_clip``; the norm before clipping
+        (a DTensor under FSDP: its full value)."""
+        return float(_full(torch.nn.utils.clip_grad_norm_(
+            [p for p in self.policy.parameters() if p.requires_grad], self.cfg.optim.grad_clip)))
 
     # ---- weights and checkpoints --------------------------------------------------------
     def _full_state(self, with_optimizer: bool):
@@ -231,23 +235,30 @@ class LearnerWorker:
             sd = {k: v.to(getattr(torch, dtype)) for k, v in sd.items()}
         return sd
 
-    # ---- weight sync to the engines on GPU (rlhf/weight_sync.py) -----------------------
+    # ---- weight sync to the engines on GPU (the transports: rlhf/weight_sync.py) ---------
     def _gpu_weights(self, dtype: str | None) -> dict[str, torch.Tensor]:
         """Full Hugging Face-named weights on this rank's GPU (every rank gets all of them;
         the gather is collective), LoRA merged, cast to the engines' dtype."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        sd = get_model_state_dict(self.policy, options=StateDictOptions(full_state_dict=True))
-        sd = _hf_names({k: v.full_tensor() if hasattr(v, "full_tensor") else v
-                        for k, v in sd.items()}, self.model_cfg.lora)
+        full = _tensors(get_model_state_dict(self.policy,
+                                             options=StateDictOptions(full_state_dict=True)))
+        sd = _hf_names({k: _full(v) for k, v in full.items()}, self.model_cfg.lora)
         cast = getattr(torch, dtype) if dtype else None
         return {k: (v.to(cast) if cast else v).contiguous() for k, v in sd.items()}
 
     def weight_meta(self, dtype: str | None) -> dict[str, list]:
-        """Names, dtypes and shapes of the synced weights (what an NCCL receiver allocates)."""
-        sd = self._gpu_weights(dtype)
-        return {"names": list(sd), "dtype_names": [str(v.dtype).removeprefix("torch.") for v in sd.values()],
-                "shapes": [list(v.shape) for v in sd.values()]}
+        """Names, dtypes and shapes of what :meth:`send_weights` sends, in its order (what an
+        NCCL receiver allocates), read from this rank's state-dict keys and global shapes:
+        nothing is gathered."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        sd = _tensors(get_model_state_dict(self.policy))  # sharded (DTensors): no collective
+        kept = [(name, v) for k, v in sd.items()
+                if (name := _hf_key(k, self.model_cfg.lora)) is not None]
+        return {"names": [name for name, _ in kept],
+                "dtype_names": [dtype or str(v.dtype).removeprefix("torch.") for _, v in kept],
+                "shapes": [list(v.shape) for _, v in kept]}
 
     def endpoint(self) -> tuple[str, int]:
         """This node's address and a free port on it (a rendezvous for the engines)."""
@@ -260,49 +271,20 @@ class LearnerWorker:
             s.bind((address, 0))
             return address, s.getsockname()[1]
 
-    def init_weight_broadcast(self, master_address: str, master_port: int, world_size: int) -> None:
-        """Rank 0 joins an NCCL group with the engines (rank 0 of it; engines follow)."""
-        if self.rank != 0:
-            return
-        from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
+    def init_weight_transfer(self, group: NCCLGroup) -> None:
+        """Rank 0 joins the NCCL group with the engines (which join concurrently)."""
+        self.channel.join(group)
 
-        self._bcast_group = NCCLWeightTransferEngine.trainer_init(
-            {"master_address": master_address, "master_port": master_port, "world_size": world_size})
-
-    def broadcast_weights(self, dtype: str | None, bucket_bytes: int) -> float:
-        """Bucketed NCCL broadcast of the full weights from rank 0 to every engine (which must
-        be receiving concurrently); seconds spent in the gather."""
+    def send_weights(self, transfer: Transfer, dtype: str | None) -> float:
+        """One push to the engines: this rank gathers the full weights on its GPU (every rank
+        must call it) and hands them to ``transfer``'s transport; seconds spent gathering."""
         t0 = time.perf_counter()
-        sd = self._gpu_weights(dtype)
+        weights = self._gpu_weights(dtype)
         gather_s = time.perf_counter() - t0
-        if self.rank == 0:
-            from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
-
-            NCCLWeightTransferEngine.trainer_send_weights(
-                iter(sd.items()), {"group": self._bcast_group, "packed": True,
-                                   "packed_buffer_size_bytes": bucket_bytes})
-            torch.cuda.synchronize()
-        return gather_s
-
-    def send_weights_ipc(self, engines: list, dtype: str | None, version: int) -> float:
-        """CUDA IPC handles of the full weights on this GPU to the engines sharing it: every
-        rank exports its copy, the handles are merged by GPU UUID, rank 0 calls each engine,
-        which maps the memory and loads it in place. The tensors live until the call returns."""
-        import ray
-        from vllm.distributed.weight_transfer.ipc_engine import IPCWeightTransferEngine
-
-        t0 = time.perf_counter()
-        sd = self._gpu_weights(dtype)
-        gather_s = time.perf_counter() - t0
-
-        def send(info) -> None:
-            from dataclasses import asdict
-
-            ray.get([e.receive_weights.remote(asdict(info), version) for e in engines])
-
-        IPCWeightTransferEngine.trainer_send_weights(iter(sd.items()), {"send_mode": send})
-        del sd
-        torch.cuda.empty_cache()
+        transfer.send(weights, self.channel)
+        del weights
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
         return gather_s
 
     def save(self, path: str, extra: dict | None = None) -> None:
@@ -333,7 +315,7 @@ class LearnerWorker:
     def save_hf(self, out_dir: str, tokenizer_src: str) -> None:
         """The final model as a Hugging Face checkpoint directory (LoRA merged)."""
         sd = self.export_weights()
-        if self.rank != 0:
+        if sd is None:  # not rank 0
             return
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -341,12 +323,6 @@ class LearnerWorker:
         lm.load_state_dict(sd, strict=False)
         lm.save_pretrained(out_dir)
         AutoTokenizer.from_pretrained(tokenizer_src).save_pretrained(out_dir)
-
-    def trainable_snapshot(self) -> dict[str, torch.Tensor]:
-        """Copies of the trainable parameters (tests: did every one change?)."""
-        sd, _ = self._full_state(with_optimizer=False)
-        names = {n.removeprefix("lm.") for n, p in self.policy.named_parameters() if p.requires_grad}
-        return {k.removeprefix("lm."): v.clone() for k, v in sd.items() if k.removeprefix("lm.") in names}
 
     def ping(self) -> int:
         return self.rank
@@ -357,25 +333,15 @@ class LearnerWorker:
 
 
 # ---- helpers -------------------------------------------------------------------------------
-def split_minibatches(samples: list, k: int) -> list[list]:
-    """K contiguous, nearly equal mini-batches (fewer when there are fewer samples)."""
-    k = max(1, min(k, len(samples)))
-    n = len(samples)
-    bounds = [round(i * n / k) for i in range(k + 1)]
-    return [samples[bounds[i]:bounds[i + 1]] for i in range(k)]
-
-
 def _mismatch_metrics(samples: list[TrainSample]) -> dict[str, float]:
-    """M1's train/inference mismatch on the sampled tokens: Pearson r of probabilities, mean
-    absolute differences of probabilities and log-probabilities (learner vs sampler)."""
+    """M1's train/inference mismatch on this rank's sampled tokens (rlhf/learner/stats.py):
+    the learner's old_logprobs against the sampler's rollout_logprobs."""
     learner = torch.tensor([x for s in samples for x in (s.old_logprobs or [])], dtype=torch.float64)
     sampler = torch.tensor([x for s in samples if s.old_logprobs for x in s.rollout_logprobs],
                            dtype=torch.float64)
     if learner.numel() == 0 or learner.shape != sampler.shape:
         return {}
-    return {"mismatch/pearson": pearson(learner.exp(), sampler.exp()),
-            "mismatch/prob_abs_diff": float((learner.exp() - sampler.exp()).abs().mean()),
-            "mismatch/logprob_abs_diff": float((learner - sampler).abs().mean())}
+    return {f"mismatch/{k}": v for k, v in mismatch_stats(learner, sampler).items()}
 
 
 def _apply_lora(lm, cfg: LoraConfig):
@@ -386,22 +352,39 @@ def _apply_lora(lm, cfg: LoraConfig):
                                        target_modules=list(cfg.target_modules), bias="none"))
 
 
+def _tensors(sd: Mapping[str, object]) -> dict[str, torch.Tensor]:
+    """A model state dict (torch types its values loosely: a model's are tensors only)."""
+    return cast(dict[str, torch.Tensor], dict(sd))
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor's full value (a collective under FSDP); a plain tensor as it is."""
+    full = getattr(t, "full_tensor", None)
+    return full() if callable(full) else t
+
+
+def _hf_key(key: str, lora: LoraConfig | None) -> str | None:
+    """A policy state-dict key -> its Hugging Face name; None for a LoRA factor (merged into
+    its base weight by :func:`_hf_names`)."""
+    k = key.removeprefix("lm.")
+    if lora is None:
+        return k
+    if "lora_" in k:
+        return None
+    return k.removeprefix("base_model.model.").replace(".base_layer.", ".")
+
+
 def _hf_names(sd: dict[str, torch.Tensor], lora: LoraConfig | None) -> dict[str, torch.Tensor]:
     """Policy state dict -> Hugging Face names; LoRA deltas merged (W + alpha/r * B @ A)."""
-    sd = {k.removeprefix("lm."): v for k, v in sd.items()}
-    if lora is None:
-        return sd
     out = {}
-    scale = lora.alpha / lora.r
     for k, v in sd.items():
-        if "lora_" in k:
+        name = _hf_key(k, lora)
+        if name is None:
             continue
-        name = k.removeprefix("base_model.model.")
-        if ".base_layer." in k:
+        if lora is not None and ".base_layer." in k:
             a = sd[k.replace(".base_layer.weight", ".lora_A.default.weight")]
             b = sd[k.replace(".base_layer.weight", ".lora_B.default.weight")]
-            v = v + scale * (b.float() @ a.float()).to(v.dtype)
-            name = name.replace(".base_layer.", ".")
+            v = v + lora.alpha / lora.r * (b.float() @ a.float()).to(v.dtype)
         out[name] = v
     return out
 
@@ -409,17 +392,10 @@ def _hf_names(sd: dict[str, torch.Tensor], lora: LoraConfig | None) -> dict[str,
 def _shard(policy: PolicyModel, device: torch.device, dtype: str) -> None:
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    mp = None
+    mp = MixedPrecisionPolicy()  # fully_shard's default: no casting (CPU)
     if device.type == "cuda":
         mp = MixedPrecisionPolicy(param_dtype=getattr(torch, dtype) if dtype != "float32" else torch.bfloat16,
                                   reduce_dtype=torch.float32)
-    kw = {"mp_policy": mp} if mp is not None else {}
     for layer in base_model(policy.lm).model.layers:
-        fully_shard(layer, **kw)
-    fully_shard(policy, **kw)
-
-
-def cosine_lr(step: int, total: int, peak: float, floor: float = 0.1) -> float:
-    """Warm-up learning rate: cosine from ``peak`` to ``floor * peak``."""
-    frac = step / max(total - 1, 1)
-    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * frac)))
+        fully_shard(layer, mp_policy=mp)
+    fully_shard(policy, mp_policy=mp)

@@ -1,0 +1,194 @@
+"""A training run as the driver loop sees it: the role handles (learners, rollouts, scorer, weight
+sync) and the glue of one step. Each job has its own module: placement.py starts Ray and the
+roles, samples.py turns completions into train samples, evaluation.py and warmup.py are the
+phases around the RL steps, checkpoint.py writes and finds checkpoints, metrics.py the logs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+from rewards import RewardResult
+from rlhf.config import Recipe, RecipeError, check_resources
+from rlhf.driver.checkpoint import Checkpoints
+from rlhf.driver.data import PromptStream, load_source, longest_prompt, tokenize_prompts
+from rlhf.driver.evaluation import eval_sampling, evaluate
+from rlhf.driver.metrics import MetricsWriter, plot_metrics
+from rlhf.driver.placement import start_ray, start_roles
+from rlhf.driver.samples import Batch, build_samples, next_batch, train_sampling
+from rlhf.driver.scoring import Scorer
+from rlhf.driver.warmup import supervised_warmup
+from rlhf.driver.windows import LengthWindows, generated_perplexity
+from rlhf.learner.batching import TrainSample
+from rlhf.models import prepare_model
+from rollout.base import Completion, SamplingConfig
+
+
+class Run:
+    """A context manager: ``__enter__`` starts everything (or resumes from the last checkpoint),
+    ``__exit__`` stops the actors and, on a failure, says where the metrics and the last
+    checkpoint are (both intact)."""
+
+    def __init__(self, recipe: Recipe, address: str | None = None):
+        self.recipe = recipe
+        self.address = address
+        self.dir = Path(recipe.run.output_dir) / recipe.run.name
+        self.checkpoints = Checkpoints(self.dir / "checkpoints", recipe.run.keep_checkpoints)
+        self.start_step = 0
+        self.version = 0
+        self._last_eval: int | None = None
+
+    # ---- setup ---------------------------------------------------------------------------
+    def __enter__(self) -> Run:
+        r = self.recipe
+        errors = check_resources(r)
+        if errors:
+            raise RecipeError("recipe", errors)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "recipe.json").write_text(r.model_dump_json(indent=2))
+        self.model_path = prepare_model(r.model, self.dir / "init_model")
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.train_ds = tokenize_prompts(load_source(r.data.train), self.tokenizer)
+        self.eval_ds = tokenize_prompts(load_source(r.data.eval), self.tokenizer) if r.data.eval else None
+        self.stream = PromptStream(len(self.train_ds), r.data.prompts_per_step, r.run.seed, r.data.shuffle)
+        self.sampling = train_sampling(r.rollout)
+        self.scorer = Scorer(r.rewards)
+        lw = r.rollout.length_windows
+        self.windows = LengthWindows(**lw.model_dump()) if lw else None
+        start_ray(r.train, r.rollout, self.address)
+        context_len = longest_prompt(self.train_ds, self.eval_ds) + r.rollout.max_new_tokens
+        self.learners, self.sync, self.rollouts = start_roles(r, self.model_path, context_len)
+        self._resume()
+        self.metrics = MetricsWriter(self.dir / "metrics.jsonl", truncate_after=self.start_step)
+        return self
+
+    def _resume(self) -> None:
+        ckpt = self.checkpoints.latest() if self.recipe.run.resume else None
+        if ckpt is None:
+            return
+        state = Checkpoints.driver_state(ckpt)
+        self.learners.load(str(ckpt))
+        self.stream.load_state(state["data"])
+        if self.windows is not None and state.get("windows"):
+            self.windows.load_state(state["windows"])
+        self.version = state["version"]
+        self.push_weights(bump=False)
+        self.start_step = state["step"]
+        tqdm.write(f"resumed from {ckpt} (step {self.start_step})")
+
+    # ---- the step's glue -------------------------------------------------------------------
+    def next_batch(self, step: int) -> Batch:
+        return next_batch(self.stream, self.train_ds, step, self.recipe.run.seed)
+
+    def step_sampling(self) -> SamplingConfig:
+        """Sampling for this step: the length window in force sets the token budget."""
+        if self.windows is None:
+            return self.sampling
+        return replace(self.sampling, max_tokens=self.windows.current)
+
+    def build_samples(self, batch: Batch, completions: list[Completion],
+                      rewards: list[RewardResult], sampling: SamplingConfig,
+                      ) -> tuple[list[TrainSample], dict]:
+        r = self.recipe
+        return build_samples(batch, completions, rewards, sampling.max_tokens,
+                             group_size=r.rollout.samples_per_prompt, shaping=r.rewards,
+                             advantages=r.advantages, seed=r.run.seed)
+
+    def advance_windows(self, completions: list[Completion], metrics: dict) -> dict:
+        if self.windows is None:
+            return {}
+        return self.windows.update(metrics["response_len/p99"],
+                                   generated_perplexity([c.logprobs for c in completions]))
+
+    @contextlib.contextmanager
+    def engines_asleep(self):
+        """Colocated placement: engines free their GPU memory while the learners train. Yields
+        a dict that receives the sleep and wake-up times."""
+        times: dict[str, float] = {}
+        if self.recipe.placement.mode != "colocated":
+            yield times
+            return
+        t0 = time.perf_counter()
+        self.rollouts.sleep()
+        times["time/engine_sleep"] = time.perf_counter() - t0
+        try:
+            yield times
+        finally:
+            t0 = time.perf_counter()
+            self.rollouts.wake_up()
+            times["time/engine_wake"] = time.perf_counter() - t0
+
+    def push_weights(self, bump: bool = True) -> dict[str, float]:
+        """Learner weights -> every engine (rlhf/weight_sync.py); ``bump`` counts a new policy
+        version. Returns the sync timings."""
+        self.version += int(bump)
+        return self.sync.push(self.version)
+
+    def log_step(self, step: int, metrics: dict) -> None:
+        self.metrics.log({"kind": "train", "step": step, **metrics})
+
+    # ---- phases around the steps -------------------------------------------------------------
+    def warmup(self) -> None:
+        r = self.recipe
+        if r.warmup.steps == 0:
+            return
+        ds = tokenize_prompts(load_source(r.data.warmup or r.data.train), self.tokenizer)
+        supervised_warmup(self.learners, r.warmup, ds, self.tokenizer, r.run.seed + 1, self.metrics.log)
+        self.push_weights(bump=False)
+
+    def evaluate(self, step: int) -> dict:
+        if self.eval_ds is None or self._last_eval == step:
+            return {}
+        self._last_eval = step
+        sampling = eval_sampling(self.recipe.rollout)
+        m = evaluate(self.rollouts, self.scorer, self.eval_ds, sampling)
+        self.metrics.log({"kind": "eval", "step": step, **m})
+        tqdm.write(f"[eval] step {step}: held-out pass rate {m['eval/pass_rate']:.3f} "
+                   f"({len(self.eval_ds)} problems x {sampling.n} samples)")
+        return m
+
+    def save(self, step: int) -> Path:
+        windows = self.windows.state() if self.windows else None
+        return self.checkpoints.save(step, self.learners, {
+            "version": self.version, "data": self.stream.state(), "windows": windows})
+
+    # ---- end ---------------------------------------------------------------------------
+    def finish(self) -> dict:
+        r = self.recipe
+        if r.run.steps > self.start_step or self.checkpoints.latest() is None:
+            self.save(r.run.steps)
+        final_eval = self.evaluate(r.run.steps)
+        self.learners.save_hf(str(self.dir / "final_model"), self.model_path)
+        summary = {"steps": r.run.steps, "run_dir": str(self.dir), **final_eval}
+        if r.run.plot:
+            summary["plot"] = str(plot_metrics(self.dir / "metrics.jsonl", self.dir / "metrics.png"))
+        (self.dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        import ray
+
+        if exc is not None:
+            ckpt = self.checkpoints.latest() if hasattr(self, "learners") else None
+            where = f"the last checkpoint is {ckpt}" if ckpt else "no checkpoint was written yet"
+            print(f"\nrun failed: {type(exc).__name__}: {exc}\nmetrics so far: "
+                  f"{self.dir / 'metrics.jsonl'}; {where}. Run the same command again to resume.",
+                  file=sys.stderr)
+        if hasattr(self, "metrics"):
+            self.metrics.close()
+        for role in ("rollouts", "learners"):
+            if hasattr(self, role):
+                try:
+                    getattr(self, role).shutdown()
+                except Exception:  # already dead
+                    pass
+        if ray.is_initialized():
+            ray.shutdown()  # with --address this only disconnects from the cluster

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rewards.base import (
     RewardResult,
@@ -39,12 +40,17 @@ from rewards.base import (
 )
 
 
-@dataclass
-class VerifierSpec:
-    name: str
-    weight: float = 1.0
-    options: dict[str, Any] = field(default_factory=dict)
-    when: str | list[str] | None = None  # None: route value == name; "*": every sample
+class VerifierSpec(BaseModel):
+    """One verifier of a router (also the recipe's ``rewards.verifiers`` entries)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(description="Registered verifier name or 'package.module:attribute'.")
+    weight: float = Field(1.0, description="Weight of this verifier's score.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Keyword options for the verifier.")
+    when: str | list[str] | None = Field(None, description=(
+        "Which samples it scores: their route-field value(s), or '*' for all (an add-on). "
+        "Default: samples whose route value is this verifier's name; a single listed verifier "
+        "scores every sample."))
 
     def matches(self, route: Any) -> bool:
         if self.when == "*":
@@ -70,14 +76,15 @@ class RewardRouter:
 
     @staticmethod
     def _spec(d: dict, i: int) -> VerifierSpec:
-        unknown = set(d) - {"name", "weight", "options", "when"}
+        unknown = sorted(set(d) - set(VerifierSpec.model_fields))
         if unknown:
-            raise ValueError(f"verifier spec #{i}: unknown keys {sorted(unknown)}; "
-                             "valid: name, weight, options, when")
-        if "name" not in d:
-            raise ValueError(f"verifier spec #{i}: missing 'name'")
-        return VerifierSpec(d["name"], float(d.get("weight", 1.0)), dict(d.get("options") or {}),
-                            d.get("when"))
+            raise ValueError(f"verifier spec #{i}: unknown keys {unknown}; valid: "
+                             f"{', '.join(VerifierSpec.model_fields)}")
+        try:
+            return VerifierSpec(**d)
+        except ValidationError as exc:
+            raise ValueError(f"verifier spec #{i}: " + "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
 
     def _route(self, task: dict) -> Any:
         return task.get(self.route_field, self.default_route)

@@ -32,9 +32,14 @@ def cmd_validate(args) -> int:
 
 def cmd_train(args) -> int:
     recipe = _load(args)
+    from rewards import VerifierUnavailable
     from rlhf.driver import train
+    from rlhf.driver.scoring import VerifierErrors
 
-    summary = train(recipe, address=args.address)
+    try:
+        summary = train(recipe, address=args.address)
+    except (VerifierUnavailable, VerifierErrors):
+        return 3  # the run printed the reason and where its metrics and checkpoint are
     print("summary:", summary)
     return 0
 

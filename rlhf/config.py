@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rewards.combine import VerifierSpec
 from rollout.engines import EngineConfig, HFEngineConfig, VLLMEngineConfig, engine_sections
 
 Agg = Literal["token-mean", "seq-mean"]
@@ -134,18 +135,12 @@ class RolloutConfig(Section):
         return {"type": v} if isinstance(v, str) else v
 
 
-class VerifierSpec(Section):
-    name: str = Field(description="Registered verifier name or 'package.module:attribute'.")
-    weight: float = Field(1.0, description="Weight of this verifier's score.")
-    options: dict[str, Any] = Field(default_factory=dict, description="Keyword options for the verifier.")
-    route: str | list[str] | None = Field(None, description="Which samples it scores: their route-field value(s), or '*' for all (an add-on). Default: samples whose route value is this verifier's name; a single listed verifier scores every sample.")
-
-
 class RewardsConfig(Section):
     verifiers: list[VerifierSpec] = Field(default_factory=list, description="Verifiers; empty: each task's own `verifier` field.")
     route_field: str = Field("verifier", description="Dataset field naming a sample's verifier.")
     format_weight: float = Field(0.0, description="Weight of the format reward (finished thinking + boxed answer).")
     overlong_cache: int = Field(0, ge=0, description="DAPO soft overlong penalty window in tokens (0: off).")
+    max_error_rate: float = Field(0.2, ge=0.0, le=1.0, description="Stop the run when more than this share of a step's samples could not be judged (verifier backend down, verifier raised); 1.0: never stop.")
 
 
 class AdvantageConfig(Section):

@@ -1,6 +1,8 @@
 """Plug-in verifiers used by the integration tests (loaded by import path, like a user's)."""
 
-from rewards import RewardResult
+from pathlib import Path
+
+from rewards import RewardResult, VerifierUnavailable
 
 
 def digit_count(response: str, task: dict) -> RewardResult:
@@ -12,3 +14,24 @@ def digit_count(response: str, task: dict) -> RewardResult:
 def broken(response: str, task: dict) -> RewardResult:
     """A verifier whose backend is down: every call raises (a recorded error, never a crash)."""
     raise RuntimeError("verifier backend down")
+
+
+class Lifecycle:
+    """Scores 1.0; its backend check fails when ``down``; ``close`` leaves a mark in ``marks``."""
+
+    def __init__(self, marks: str, down: bool = False):
+        self.marks, self.down = Path(marks), down
+
+    def __call__(self, response: str, task: dict) -> RewardResult:
+        return RewardResult(1.0, True, {})
+
+    def batch(self, responses, tasks):
+        return [self(r, t) for r, t in zip(responses, tasks, strict=True)]
+
+    def preflight(self) -> None:
+        (self.marks / "preflight").touch()
+        if self.down:
+            raise VerifierUnavailable("Lifecycle: the backend is down (start it with `make up`)")
+
+    def close(self) -> None:
+        (self.marks / "closed").touch()

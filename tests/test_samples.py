@@ -8,7 +8,7 @@ import pytest
 from rewards import RewardResult
 from rlhf.config import AdvantageConfig, RewardsConfig, VerifierSpec
 from rlhf.driver.samples import Batch, build_samples, step_seeds
-from rlhf.driver.scoring import Scorer, unjudged
+from rlhf.driver.scoring import Scorer, VerifierErrors, unjudged
 from rollout.base import Completion
 
 pytestmark = pytest.mark.unit
@@ -79,10 +79,23 @@ def test_unjudged_samples_are_counted_by_the_scorer():
     scorer = Scorer(RewardsConfig(verifiers=[VerifierSpec(name="tests.plugins:digit_count")]))
     _, m = scorer.score(["12", "ab"], [{}, {}])
     assert m["verifier/errors"] == 0
-    scorer = Scorer(RewardsConfig(verifiers=[  # routed: a task whose route matches no verifier
-        VerifierSpec(name="tests.plugins:digit_count", route="digits"),
-        VerifierSpec(name="tests.plugins:broken", route="broken")]))
+    scorer = Scorer(RewardsConfig(max_error_rate=1.0, verifiers=[  # routed: a task whose route
+        VerifierSpec(name="tests.plugins:digit_count", when="digits"),  # matches no verifier
+        VerifierSpec(name="tests.plugins:broken", when="broken")]))
     results, m = scorer.score(["1", "2", "3"], [{"verifier": "digits"}, {"verifier": "broken"},
                                                 {"verifier": "poetry"}])
     assert [r.score for r in results] == [1.0, 0.0, 0.0]
     assert m["verifier/errors"] == 2
+
+
+def test_too_many_unjudged_samples_stop_the_step_with_the_reason():
+    specs = [VerifierSpec(name="tests.plugins:digit_count", when="digits"),
+             VerifierSpec(name="tests.plugins:broken", when="broken")]
+    tasks = [{"verifier": "digits"}] * 4 + [{"verifier": "broken"}]
+    scorer = Scorer(RewardsConfig(verifiers=specs))  # default threshold 0.2: 1 of 5 is allowed
+    _, m = scorer.score(["1"] * 5, tasks)
+    assert m["verifier/errors"] == 1
+    with pytest.raises(VerifierErrors, match=r"2 of 5 samples could not be judged \(more than "
+                       r"rewards.max_error_rate=0.2\); the verifiers said: tests.plugins:broken: "
+                       r"RuntimeError: verifier backend down"):
+        scorer.score(["1"] * 5, tasks[1:] + [{"verifier": "broken"}])

@@ -22,7 +22,7 @@ from rlhf.driver.evaluation import eval_sampling, evaluate
 from rlhf.driver.metrics import MetricsWriter, plot_metrics
 from rlhf.driver.placement import start_ray, start_roles
 from rlhf.driver.samples import Batch, build_samples, next_batch, train_sampling
-from rlhf.driver.scoring import Scorer
+from rlhf.driver.scoring import Scorer, route_values
 from rlhf.driver.warmup import supervised_warmup
 from rlhf.driver.windows import LengthWindows, generated_perplexity
 from rlhf.learner.batching import TrainSample
@@ -46,6 +46,13 @@ class Run:
 
     # ---- setup ---------------------------------------------------------------------------
     def __enter__(self) -> Run:
+        try:
+            return self._setup()
+        except BaseException as exc:  # what was started is stopped, the reason printed
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+
+    def _setup(self) -> Run:
         r = self.recipe
         errors = check_resources(r)
         if errors:
@@ -61,6 +68,7 @@ class Run:
         self.stream = PromptStream(len(self.train_ds), r.data.prompts_per_step, r.run.seed, r.data.shuffle)
         self.sampling = train_sampling(r.rollout)
         self.scorer = Scorer(r.rewards)
+        self.scorer.preflight(route_values(r.rewards.route_field, self.train_ds, self.eval_ds))
         lw = r.rollout.length_windows
         self.windows = LengthWindows(**lw.model_dump()) if lw else None
         start_ray(r.train, r.rollout, self.address)
@@ -184,6 +192,8 @@ class Run:
                   file=sys.stderr)
         if hasattr(self, "metrics"):
             self.metrics.close()
+        if hasattr(self, "scorer"):
+            self.scorer.close()
         for role in ("rollouts", "learners"):
             if hasattr(self, role):
                 try:

@@ -65,7 +65,7 @@ class ModelConfig(Section):
     path: str | None = Field(None, description="Local Hugging Face checkpoint directory.")
     build: BuildModel | None = Field(None, description="Build a tiny model instead of `path`.")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Compute dtype of the learner's and engines' weights.")
-    gradient_checkpointing: bool = Field(False, description="Activation checkpointing in the learner.")
+    gradient_checkpointing: bool | Literal["auto"] = Field("auto", description="Activation checkpointing in the learner: true / false for every decoder layer; auto: on a GPU, only as many layers as the micro-batch token budget needs to fit in memory (none on CPU).")
     lora: LoraConfig | None = Field(None, description="Train LoRA adapters instead of all weights.")
 
     @model_validator(mode="after")
@@ -207,7 +207,8 @@ class OptimConfig(Section):
 class TrainConfig(Section):
     num_learners: int = Field(1, ge=1, description="Learner actors (one torch.distributed group, FSDP2 when > 1).")
     mini_batches: int = Field(4, ge=1, description="K optimizer updates per generation batch (M1: 16).")
-    micro_batch_tokens: int = Field(8192, ge=16, description="Token budget of one micro-batch (padded count x length).")
+    micro_batch_tokens: int = Field(8192, ge=16, description="Token budget of one micro-batch: total tokens when packing, padded count x length otherwise.")
+    packing: bool = Field(True, description="Pack several sequences per row (positions restart per sequence, attention kept inside each, no padding); false: padded rows.")
     logprob_chunk: int = Field(1024, ge=1, description="Tokens per chunk of the FP32 LM head.")
     max_staleness: int = Field(0, ge=0, description="Refuse samples more than this many policy versions old.")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="AdamW settings.")

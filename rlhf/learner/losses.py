@@ -10,8 +10,9 @@ Shapes: ``N`` responses, ``T`` tokens (padded). Every loss takes
 then its recipe parameters as keyword-only arguments without defaults (the defaults live once, in
 the loss's section of rlhf/config.py, whose fields are exactly these parameters: tests check it),
 and the learner's runtime inputs ``denom`` (and ``ref_logprobs`` where the loss uses a reference
-model). It returns ``(loss, metrics)``: a scalar and a dict of floats. Each loss is one pure
-function computing the per-token loss; :func:`agg_loss` turns it into a scalar.
+model). It returns ``(loss, metrics)``: a scalar and a dict of 0-d tensors (no host
+synchronisation: the learner reads them once per update). Each loss is one pure function
+computing the per-token loss; :func:`agg_loss` turns it into a scalar.
 :func:`bind_policy_loss` binds a recipe section's fields to its loss.
 
 ``agg="token-mean"``: sum over unmasked tokens of the batch / number of unmasked tokens.
@@ -31,7 +32,7 @@ from typing import Any, Literal
 import torch
 
 Agg = Literal["token-mean", "seq-mean"]
-LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
+LossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
 RUNTIME_INPUTS = ("denom", "ref_logprobs")  # keyword inputs from the learner, not the recipe
 
 _LOSSES: dict[str, LossFn] = {}
@@ -87,22 +88,23 @@ def agg_loss(per_token: torch.Tensor, mask: torch.Tensor, agg: Agg = "token-mean
     raise ValueError(f"unknown agg {agg!r}; valid: token-mean, seq-mean")
 
 
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.to(x.dtype)
-    return float((x * m).sum() / m.sum().clamp_min(1.0))
+    return (x * m).sum() / m.sum().clamp_min(1.0)
 
 
-def _masked_max(x: torch.Tensor, mask: torch.Tensor) -> float:
-    if not bool(mask.any()):
-        return 0.0
-    return float(x[mask.bool()].max())
+def _masked_max(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Max over unmasked entries, 0 when none (no host synchronisation)."""
+    m = mask.bool()
+    top = torch.where(m, x, torch.full_like(x, -torch.inf)).max()
+    return torch.where(m.any(), top, torch.zeros_like(top))
 
 
 def _broadcast_adv(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return advantages.unsqueeze(-1).expand_as(like) if advantages.dim() == 1 else advantages
 
 
-def _ratio_metrics(ratio: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+def _ratio_metrics(ratio: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"ratio_mean": _masked_mean(ratio.detach(), mask),
             "ratio_max": _masked_max(ratio.detach(), mask)}
 
@@ -110,7 +112,7 @@ def _ratio_metrics(ratio: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
 @register_policy_loss("cispo")
 def cispo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                mask: torch.Tensor, *, eps_low: float | None, eps_high: float, unified_mask: bool,
-               agg: Agg, denom: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+               agg: Agg, denom: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """CISPO, MiniMax-M1 eq. 4-5: clip the importance-sampling weight, not the update.
 
         J = (1 / sum_i |o_i|) sum_i sum_t sg(clip(r, 1 - eps_low, 1 + eps_high)) * A * log pi
@@ -148,7 +150,7 @@ def _ppo_clip_per_token(logprobs: torch.Tensor, old_logprobs: torch.Tensor, adv:
     return per_token, flags, ratio
 
 
-def _clip_metrics(flags: dict, ratio: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+def _clip_metrics(flags: dict, ratio: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"clip_frac_upper": _masked_mean(flags["upper"].float(), mask),
             "clip_frac_lower": _masked_mean(flags["lower"].float(), mask),
             **_ratio_metrics(ratio, mask)}
@@ -164,7 +166,7 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
 def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
               mask: torch.Tensor, *, eps_low: float, eps_high: float, kl_coef: float, agg: Agg,
               denom: float | None = None, ref_logprobs: torch.Tensor | None = None,
-              ) -> tuple[torch.Tensor, dict[str, float]]:
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """GRPO (DeepSeekMath): PPO's clipped surrogate, per-sequence mean, optional k3 KL to a
     reference policy weighted by ``kl_coef`` (needs ``ref_logprobs``)."""
     adv = _broadcast_adv(advantages, logprobs)
@@ -183,7 +185,7 @@ def grpo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: to
 @register_policy_loss("dapo")
 def ppo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
              mask: torch.Tensor, *, eps_low: float, eps_high: float, agg: Agg,
-             denom: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+             denom: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO's clipped surrogate objective (no value loss: advantages come from the groups).
 
     Registered as ``dapo`` too: DAPO (arXiv 2503.14476) is this objective with clip-higher

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from rlhf.learner.batching import MicroBatch
+from rlhf.learner.attention import NAME as PACKED
+from rlhf.learner.batching import MicroBatch, PackedBatch
 from rlhf.learner.logprobs import chunked_logprobs
 
 
@@ -32,11 +33,15 @@ class PolicyModel(nn.Module):
         self.lm_head_fp32 = lm_head_fp32
         self.chunk_size = chunk_size
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                prompt_lens: torch.Tensor, resp_lens: torch.Tensor,
+    def forward(self, input_ids: torch.Tensor | PackedBatch, attention_mask: torch.Tensor | None = None,
+                prompt_lens: torch.Tensor | None = None, resp_lens: torch.Tensor | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (logprobs [N, T], entropy [N, T]) of the response tokens, zero-padded (input_ids,
-        attention_mask [N, T_seq]; prompt_lens, resp_lens [N])."""
+        attention_mask [N, T_seq]; prompt_lens, resp_lens [N]), or of a :class:`PackedBatch`
+        already on the device. (One ``forward`` for both, so that FSDP2's hooks run.)"""
+        if isinstance(input_ids, PackedBatch):
+            return self._packed(input_ids)
+        assert attention_mask is not None and prompt_lens is not None and resp_lens is not None
         base = base_model(self.lm)
         # no padding: let attention use its causal kernel, no mask
         attn = None if bool(attention_mask.all()) else attention_mask
@@ -52,7 +57,25 @@ class PolicyModel(nn.Module):
         rows = torch.arange(N, device=k.device)[:, None].expand(N, T)
         flat_h = hidden[rows[valid], pos[valid]]  # [T_sel, H]: the response tokens of all rows
         targets = input_ids[rows[valid], pos[valid] + 1]  # [T_sel]
-        head = base.get_output_embeddings()
+        return self._head_values(flat_h, targets, valid)
+
+    def _packed(self, pb: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same values from a packed row (rlhf/learner/batching.py): the decoder runs on
+        the sequences back to back, attention kept inside each by their boundaries."""
+        base = base_model(self.lm)
+        if base.config._attn_implementation != PACKED:
+            raise RuntimeError("a packed batch needs the packed attention: call "
+                               "rlhf.learner.attention.use_packed_attention(lm) first")
+        hidden = base.model(input_ids=pb.input_ids, position_ids=pb.position_ids, use_cache=False,
+                            cu_seq_lens_q=pb.cu_seqlens, cu_seq_lens_k=pb.cu_seqlens,
+                            max_length_q=pb.max_len, max_length_k=pb.max_len,
+                            ).last_hidden_state[0]  # [P, H]
+        return self._head_values(hidden[pb.select], pb.input_ids[0, pb.select + 1], pb.valid)
+
+    def _head_values(self, flat_h: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor,
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """LM head on the selected hidden states [T_sel, H] -> logprobs, entropy [N, T]."""
+        head = base_model(self.lm).get_output_embeddings()
         if self.lm_head_fp32:
             lp, ent = chunked_logprobs(flat_h, head.weight, targets, head.bias, self.chunk_size)
         else:  # head in the model's dtype, log-softmax in float32
@@ -60,12 +83,12 @@ class PolicyModel(nn.Module):
             logp = torch.log_softmax(logits.float(), -1)
             lp = logp.gather(-1, targets[:, None])[:, 0]
             ent = -(logp.exp() * logp).sum(-1).detach()
-        logprobs = hidden.new_zeros((N, T), dtype=torch.float32)
-        entropy = hidden.new_zeros((N, T), dtype=torch.float32)
-        logprobs = logprobs.masked_scatter(valid, lp)
-        entropy = entropy.masked_scatter(valid, ent)
+        logprobs = flat_h.new_zeros(valid.shape, dtype=torch.float32).masked_scatter(valid, lp)
+        entropy = flat_h.new_zeros(valid.shape, dtype=torch.float32).masked_scatter(valid, ent)
         return logprobs, entropy
 
-    def micro_forward(self, mb: MicroBatch, device: torch.device):
+    def micro_forward(self, mb: MicroBatch | PackedBatch, device: torch.device):
+        if isinstance(mb, PackedBatch):
+            return self(mb.to(device))
         return self(mb.input_ids.to(device), mb.attention_mask.to(device),
                     mb.prompt_lens.to(device), mb.resp_lens.to(device))

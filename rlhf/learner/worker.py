@@ -17,14 +17,24 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
 
 from rlhf.config import LoraConfig, LossConfig, ModelConfig, OptimConfig, TrainConfig
-from rlhf.learner.batching import TrainSample, collate, plan_micro_batches
+from rlhf.learner.attention import use_packed_attention
+from rlhf.learner.batching import (
+    MicroBatch,
+    PackedBatch,
+    TrainSample,
+    collate,
+    pack,
+    plan_micro_batches,
+    plan_packs,
+)
 from rlhf.learner.losses import bind_policy_loss
+from rlhf.learner.memory import checkpoint_layers, layers_to_checkpoint
 from rlhf.learner.policy import PolicyModel, base_model
 from rlhf.learner.stats import mismatch_stats
 from rlhf.weight_sync import Channel, NCCLGroup, Transfer
@@ -68,20 +78,33 @@ class LearnerWorker:
         dtype = torch.float32  # master weights; FSDP2 casts to bf16 for compute on GPU
         lm = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
         pad = AutoConfig.from_pretrained(model_path).pad_token_id
+        if self.cfg.packing:  # packed rows need the varlen attention (rlhf/learner/attention.py)
+            use_packed_attention(lm)
         return lm, (pad if pad is not None else 0)
 
     def _build_policy(self, model_path: str, lm_head_fp32: bool):
         lm, pad_id = self._load_lm(model_path)
         if self.model_cfg.lora is not None:
             lm = _apply_lora(lm, self.model_cfg.lora)
-        if self.model_cfg.gradient_checkpointing:
-            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            lm.config.use_cache = False
+        layers = base_model(lm).model.layers
+        self.checkpointed_layers = self._checkpointed(base_model(lm).config, lm, len(layers))
+        checkpoint_layers(lm, layers, self.checkpointed_layers)
         policy = PolicyModel(lm, lm_head_fp32=lm_head_fp32, chunk_size=self.cfg.logprob_chunk)
         policy.to(self.device)
         if self.fsdp:
             _shard(policy, self.device, self.model_cfg.dtype)
         return policy, pad_id
+
+    def _checkpointed(self, config, lm, num_layers: int) -> int:
+        setting = self.model_cfg.gradient_checkpointing
+        if setting != "auto":
+            return num_layers if setting else 0
+        if self.device.type != "cuda":
+            return 0
+        total = torch.cuda.get_device_properties(self.device).total_memory
+        params = sum(p.numel() for p in lm.parameters())
+        return layers_to_checkpoint(config, self.cfg.micro_batch_tokens, total, params,
+                                    self.world_size, self.cfg.logprob_chunk)
 
     def _build_reference(self, model_path: str, lm_head_fp32: bool) -> PolicyModel:
         lm, _ = self._load_lm(model_path)
@@ -91,51 +114,69 @@ class LearnerWorker:
 
     # ---- forward helpers ----------------------------------------------------------------
     def _plan(self, samples: list[TrainSample]) -> list[list[int]]:
-        """Micro-batches of this rank, padded to the group's count so that every rank joins
-        every FSDP collective (an empty plan entry runs a zero-weight dummy batch)."""
-        plan = plan_micro_batches([len(s.input_ids) for s in samples], self.cfg.micro_batch_tokens)
+        """Micro-batches of this rank (packed: total tokens within the budget; padded: count x
+        longest), padded to the group's count so that every rank joins every FSDP collective
+        (an empty plan entry runs a zero-weight dummy batch)."""
+        plan_fn = plan_packs if self.cfg.packing else plan_micro_batches
+        plan = plan_fn([len(s.input_ids) for s in samples], self.cfg.micro_batch_tokens)
         n = torch.tensor([len(plan)])
         if self.world_size > 1:
             dist.all_reduce(n, op=dist.ReduceOp.MAX)
         return plan + [[]] * (int(n) - len(plan))
 
-    def _batch(self, samples, idx):
+    def _batch(self, samples, idx) -> tuple[MicroBatch | PackedBatch, float]:
+        build = pack if self.cfg.packing else (lambda s, i: collate(s, i, self.pad_id))
         if idx:
-            return collate(samples, idx, self.pad_id), 1.0
+            return build(samples, idx), 1.0
         dummy = TrainSample(input_ids=[self.pad_id, self.pad_id], prompt_len=1)
-        return collate([dummy], [0], self.pad_id), 0.0
+        return build([dummy], [0]), 0.0
 
     @torch.no_grad()
     def compute_logprobs(self, samples: list[TrainSample], model: PolicyModel | None = None,
                          ) -> list[list[float]]:
+        """Log-probabilities of every sample's response tokens (one copy to the host at the end)."""
         model = model or self.policy
-        out: list[list[float]] = [[] for _ in samples]
+        parts: list[tuple[list[int], torch.Tensor]] = []
         for idx in self._plan(samples):
             mb, _ = self._batch(samples, idx)
             lp, _ = model.micro_forward(mb, self.device)
-            for row, i in enumerate(idx):
-                out[i] = lp[row, :samples[i].response_len].float().cpu().tolist()
+            if idx:
+                parts.append((idx, lp[mb.valid.to(lp.device)]))  # [T_sel] row-major
+        out: list[list[float]] = [[] for _ in samples]
+        if not parts:
+            return out
+        flat = torch.cat([v for _, v in parts]).float().cpu().tolist()
+        pos = 0
+        for idx, _ in parts:
+            for i in idx:
+                n = samples[i].response_len
+                out[i], pos = flat[pos:pos + n], pos + n
         return out
 
     # ---- training -----------------------------------------------------------------------
     def train(self, minibatches: list[list[TrainSample]]) -> dict[str, float]:
         """One generation batch, already split into K mini-batches (this rank's share of
-        each): old_logprobs once, then one optimizer update per mini-batch."""
+        each): old_logprobs once, then one optimizer update per mini-batch. With K = 1 the one
+        update's own forward pass is before any change to the weights, so its log-probabilities
+        are the old ones: the separate pass is skipped."""
         t0 = time.perf_counter()
         samples = [s for mb in minibatches for s in mb]
         self._check_staleness(samples)
         self.policy.train()
-        for s, lp in zip(samples, self.compute_logprobs(samples)):
-            s.old_logprobs = lp
+        on_policy = len(minibatches) == 1
+        if not on_policy:
+            for s, lp in zip(samples, self.compute_logprobs(samples)):
+                s.old_logprobs = lp
         if self.ref is not None:
             for s, lp in zip(samples, self.compute_logprobs(samples, self.ref)):
                 s.ref_logprobs = lp
-        metrics = _mismatch_metrics(samples)
-        metrics["time/old_logprobs"] = time.perf_counter() - t0
+        t_old = time.perf_counter() - t0
         acc: dict[str, list[float]] = defaultdict(list)
         for mini in minibatches:
-            for key, v in self._update(mini).items():
+            for key, v in self._update(mini, old_is_current=on_policy).items():
                 acc[key].append(v)
+        metrics = _mismatch_metrics(samples)
+        metrics["time/old_logprobs"] = t_old
         metrics.update({k: sum(v) / len(v) for k, v in acc.items()})
         self.version += 1
         metrics["policy_version"] = self.version
@@ -160,36 +201,59 @@ class LearnerWorker:
             dist.all_reduce(t)
         return max(float(t), 1.0)
 
-    def _update(self, mini: list[TrainSample]) -> dict[str, float]:
+    def _update(self, mini: list[TrainSample], old_is_current: bool = False) -> dict[str, float]:
+        """One optimizer step over a mini-batch. Metrics stay on the device until the end of
+        the step (one host synchronisation per update). ``old_is_current``: the samples carry
+        no old_logprobs; the forward pass's own (detached) values are the old ones, and are
+        stored on the samples for the mismatch metrics."""
         denom = self._global_denom(mini, self.loss_cfg.agg)
-        sums: dict[str, float] = defaultdict(float)
-        tokens = 0
-        loss_total = 0.0
+        zero = torch.zeros((), device=self.device)
+        sums: dict[str, torch.Tensor] = defaultdict(lambda: zero)
+        kept: list[tuple[list[int], torch.Tensor]] = []
         for idx in self._plan(mini):
             mb, weight = self._batch(mini, idx)
             lp, ent = self.policy.micro_forward(mb, self.device)
             mask = mb.resp_mask.to(self.device)
-            old = mb.response_tensor([mini[i].old_logprobs for i in idx] or [[0.0]]).to(self.device)
-            inputs = {"denom": denom}
+            if old_is_current:
+                old = lp.detach()
+                if idx:
+                    kept.append((idx, old[mb.valid.to(old.device)]))
+            else:
+                old = mb.response_tensor([mini[i].old_logprobs or [] for i in idx] or [[0.0]]).to(self.device)
+            inputs: dict[str, Any] = {"denom": denom}
             if self.ref is not None:  # only a loss that uses a reference model takes it
                 inputs["ref_logprobs"] = mb.response_tensor(
-                    [mini[i].ref_logprobs for i in idx] or [[0.0]]).to(self.device)
+                    [mini[i].ref_logprobs or [] for i in idx] or [[0.0]]).to(self.device)
             loss, m = self.loss_fn(lp, old, mb.advantages.to(self.device), mask, **inputs)
             # FSDP averages gradients over ranks; the loss is already a global mean.
             (loss * weight * self.world_size).backward()
-            loss_total += float(loss.detach()) * weight
-            n_tok = int(mask.sum()) if idx else 0
-            tokens += n_tok
+            n_tok = mask.sum() * weight
+            sums["loss"] = sums["loss"] + loss.detach() * weight
+            sums["tokens"] = sums["tokens"] + n_tok
             for key, v in m.items():
-                sums[key] += v * n_tok
-            sums["entropy"] += float((ent * mask).sum()) if idx else 0.0
+                sums[key] = sums[key] + v * n_tok
+            sums["entropy"] = sums["entropy"] + (ent * mask).sum() * weight
         grad_norm = self._clip_grads()
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        out = {k: v / max(tokens, 1) for k, v in sums.items()}
-        out.update(loss=loss_total, grad_norm=grad_norm, lr=float(self.scheduler.get_last_lr()[0]))
+        names = list(sums)
+        values = dict(zip(names, torch.stack([sums[k].float() for k in names]).tolist(), strict=True))
+        tokens = max(values.pop("tokens"), 1.0)
+        out = {k: v / tokens for k, v in values.items() if k != "loss"}
+        out.update(loss=values["loss"], grad_norm=grad_norm, lr=float(self.scheduler.get_last_lr()[0]))
+        if kept:
+            self._store_old(mini, kept)
         return out
+
+    @staticmethod
+    def _store_old(mini: list[TrainSample], kept: list[tuple[list[int], torch.Tensor]]) -> None:
+        flat = torch.cat([v for _, v in kept]).float().cpu().tolist()
+        pos = 0
+        for idx, _ in kept:
+            for i in idx:
+                n = mini[i].response_len
+                mini[i].old_logprobs, pos = flat[pos:pos + n], pos + n
 
     def sft_step(self, samples: list[TrainSample], lr: float) -> dict[str, float]:
         """One supervised step: maximise the log-likelihood of the response tokens."""
@@ -197,19 +261,19 @@ class LearnerWorker:
             g["lr"] = lr
         self.policy.train()
         denom = self._global_denom(samples, "token-mean")
-        total = 0.0
+        total = torch.zeros((), device=self.device)
         for idx in self._plan(samples):
             mb, weight = self._batch(samples, idx)
             lp, _ = self.policy.micro_forward(mb, self.device)
             loss = -(lp * mb.resp_mask.to(self.device)).sum() / denom
             (loss * weight * self.world_size).backward()
-            total += float(loss.detach()) * weight
+            total = total + loss.detach() * weight
         grad_norm = self._clip_grads()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         for g in self.optimizer.param_groups:
             g["lr"] = self.scheduler.get_last_lr()[0]
-        return {"sft_loss": total, "grad_norm": grad_norm}
+        return {"sft_loss": float(total), "grad_norm": grad_norm}
 
     def _clip_grads(self) -> float:
         """Clip the global gradient norm to ``train.optim.grad_clip``; the norm before clipping

@@ -93,9 +93,13 @@ def run_trl(gen: int, log: Path) -> dict:
     with open(log, "w") as f:
         rc = subprocess.run([sys.executable, __file__, "--trl-child", str(gen)], stdout=f,
                             stderr=subprocess.STDOUT, timeout=900).returncode
-    text = log.read_text()
-    steps = {int(a): float(b) for a, b in re.findall(r"^RESULT step (\d+) ([\d.]+)$", text, re.M)}
-    m = re.search(r"^RESULT mean_length ([\d.]+)$", text, re.M)
+    return dict(parse_trl(log.read_text(), gen, rc), wall_s=time.time() - t0)
+
+
+def parse_trl(text: str, gen: int, rc: int = 0) -> dict:
+    """TRL's per-step RESULT lines (progress bars share their lines: no anchors)."""
+    steps = {int(a): float(b) for a, b in re.findall(r"RESULT step (\d+) ([\d.]+)", text)}
+    m = re.search(r"RESULT mean_length ([\d.]+)", text)
     if rc != 0 or len(steps) < 8 or not m:
         return {"phase": "trl", "gen": gen, "error": f"rc={rc}, steps={sorted(steps)}",
                 "log_tail": text[-2000:]}
@@ -103,8 +107,7 @@ def run_trl(gen: int, log: Path) -> dict:
     resp_tokens = 64 * float(m.group(1))
     return {"phase": "trl", "gen": gen, "round_s": sum(steps[i] for i in range(5, 9)),
             "generate_s": steps[5] - update, "updates_s": 4 * update,
-            "update_tok_s": resp_tokens / update, "mean_len": float(m.group(1)),
-            "steps": steps, "wall_s": time.time() - t0}
+            "update_tok_s": resp_tokens / update, "mean_len": float(m.group(1)), "steps": steps}
 
 
 def run_ours(gen: int, fp32: bool, log: Path, steps: int) -> dict:
@@ -162,9 +165,19 @@ def main() -> None:
     ap.add_argument("--trl-child", type=int)
     ap.add_argument("--logs", default=os.environ.get("OUT", str(WORK)))
     ap.add_argument("--report", help="print the table of a saved JSON")
+    ap.add_argument("--reparse-trl", nargs=2, metavar=("JSON", "LOG"),
+                    help="re-read TRL's log into a saved JSON (its first entry for that length)")
     args = ap.parse_args()
     if args.trl_child:
         return trl_child(args.trl_child)
+    if args.reparse_trl:
+        path, log = map(Path, args.reparse_trl)
+        doc = json.loads(path.read_text())
+        gen = int(re.search(r"_(\d+)\.log$", log.name).group(1))
+        doc["results"] = [dict(parse_trl(log.read_text(), gen), gpu=doc["gpu"])
+                          if r["phase"] == "trl" and r["gen"] == gen else r for r in doc["results"]]
+        path.write_text(json.dumps(doc, indent=2))
+        return report(doc["results"])
     if args.report:
         return report(json.loads(Path(args.report).read_text())["results"])
     import torch

@@ -120,10 +120,11 @@ CHECK_ATTACKS = {
     # harness files on disk: the checker imported everything before the program started
     "rewrite_harness_modules": (ADD_CHECK, (
         "import glob\n"
+        "FAKE = ('\\nclass _Eq:\\n    def __eq__(self, o):\\n        return True\\n'\n"
+        "        'def dec(x, d=0):\\n    return _Eq()\\n'\n"
+        "        'def has_nan(x, d=0):\\n    return False\\n')\n"
         "for p in glob.glob('/work/.m1rl/*.py') + glob.glob('/work/*.py'):\n"
-        "    try: open(p, 'w').write('def dec(x, d=0):\\n    return True\\n'\n"
-        "                               'def enc(x, d=0):\\n    return x\\n'\n"
-        "                               'def has_nan(x, d=0):\\n    return False\\n')\n"
+        "    try: open(p, 'a').write(FAKE)\n"
         "    except OSError: pass\n"
         "def add(a, b):\n    return -1")),
     # plain data only: no object crosses the pipe

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 RECIPE = "recipes/gpu/proof_0.5b.yaml"
-PHASE_KEYS = ("time/generate", "time/score+adv", "time/old_logprobs", "time/train",
+PHASE_KEYS = ("time/generate", "time/score_adv", "time/old_logprobs", "time/train",
               "time/engine_sleep", "time/engine_wake", "time/weight_gather", "time/weight_sync",
               "time/step", "rollout/tokens_per_s", "memory/learner_peak_gib")
 

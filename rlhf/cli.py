@@ -33,8 +33,15 @@ def cmd_validate(args) -> int:
 def cmd_train(args) -> int:
     recipe = _load(args)
     from rlhf.driver import train
+    from rlhf.driver.resume import RecipeChanged
 
-    summary = train(recipe, address=args.address)
+    try:
+        summary = train(recipe, address=args.address, allow_recipe_change=args.allow_recipe_change)
+    except RecipeChanged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # the run has printed where it stopped and how to resume
+        return 130
     print("summary:", summary)
     return 0
 
@@ -65,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         sp.set_defaults(fn=fn)
     sub.choices["train"].add_argument("--address", default=None,
                                       help="existing Ray cluster (default: start a local one)")
+    sub.choices["train"].add_argument(
+        "--allow-recipe-change", action="store_true",
+        help="resume a checkpoint even though the recipe changed (the changes are logged)")
     bm = sub.add_parser("build-model", help="write a tiny Qwen2 model + tokenizer directory")
     bm.add_argument("out")
     bm.add_argument("--hidden-size", type=int, default=128)

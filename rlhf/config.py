@@ -38,6 +38,32 @@ class RunConfig(Section):
     plot: bool = Field(True, description="Write a PNG plot of the metrics at the end.")
 
 
+class WandbConfig(Section):
+    """Weights & Biases (the optional ``wandb`` extra; imported only when this section is set)."""
+    project: str = Field("m1rl", min_length=1, description="W&B project.")
+    entity: str | None = Field(None, description="W&B entity (team or user; default: yours).")
+    name: str | None = Field(None, description="Run name shown in W&B (default: run.name).")
+    group: str | None = Field(None, description="W&B group (e.g. one per sweep).")
+    tags: list[str] = Field(default_factory=list, description="W&B tags.")
+    mode: Literal["online", "offline", "disabled"] | None = Field(None, description="online, offline (written under the run directory, `wandb sync` later) or disabled; null: the WANDB_MODE environment variable, else online.")
+
+
+class MLflowConfig(Section):
+    """MLflow (the optional ``mlflow`` extra; imported only when this section is set)."""
+    tracking_uri: str | None = Field(None, description="Tracking server or store URI; null: MLFLOW_TRACKING_URI, else MLflow's default. A local store (file: or sqlite:) needs no network.")
+    experiment: str = Field("m1rl", min_length=1, description="MLflow experiment name.")
+    run_name: str | None = Field(None, description="MLflow run name (default: run.name).")
+
+
+class LoggingConfig(Section):
+    """Where metrics go. metrics.jsonl in the run directory is always written (the plot, resume and
+    sweeps read it); every sink gets the same metric names and the recipe + git commit as run
+    config."""
+    tensorboard: bool | Literal["auto"] = Field("auto", description="TensorBoard event files in run_dir/tensorboard (torch.utils.tensorboard). auto: on when the tensorboard package is installed.")
+    wandb: WandbConfig | None = Field(None, description="Weights & Biases run (null: off).")
+    mlflow: MLflowConfig | None = Field(None, description="MLflow run (null: off).")
+
+
 class BuildModel(Section):
     """A tiny Qwen2 model and byte-level tokenizer made in the run (no downloads)."""
     hidden_size: int = Field(128, ge=8, description="Hidden size.")
@@ -224,6 +250,7 @@ class WarmupConfig(Section):
     steps: int = Field(0, ge=0, description="Supervised warm-up steps on reference solutions before RL (0: none).")
     batch_size: int = Field(32, ge=1, description="Examples per warm-up step.")
     lr: float = Field(1e-3, gt=0.0, description="Warm-up learning rate (cosine decay to 10%).")
+    save_every: int = Field(0, ge=0, description="Checkpoint every N warm-up steps, so that an interrupted warm-up resumes where it was (0: only at its end).")
 
 
 class PrecisionConfig(Section):
@@ -253,6 +280,7 @@ class Recipe(Section):
     warmup: WarmupConfig = Field(default_factory=WarmupConfig, description="Supervised warm-up.")
     precision: PrecisionConfig = Field(default_factory=PrecisionConfig, description="Numerics.")
     placement: PlacementConfig = Field(default_factory=PlacementConfig, description="Where actors run.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Experiment tracking: metrics.jsonl, TensorBoard, W&B, MLflow.")
 
     @model_validator(mode="before")
     @classmethod

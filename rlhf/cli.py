@@ -40,8 +40,6 @@ def cmd_train(args) -> int:
     except RecipeChanged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # the run has printed where it stopped and how to resume
-        return 130
     print("summary:", summary)
     return 0
 
@@ -88,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     mm.add_argument("--out", default=None, help="also write the rows as JSON")
     mm.set_defaults(fn=cmd_mismatch)
     args = p.parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:  # Ctrl-C: a run has said where it stopped and how to resume
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -4,27 +4,38 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from rlhf.config import Recipe, RecipeError, check_resources, load_recipe
 
 
-def _load(args) -> Recipe:
+def _load(args, deep: bool = False) -> Recipe:
+    """The recipe, or exit 2 with every error. ``deep``: also load the data and the tokenizer
+    the way the run will (rlhf/driver/checks.py); else only the cheap file checks."""
     try:
         recipe = load_recipe(args.recipe, args.overrides)
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    problems = check_resources(recipe)
+    notes: list[str] = []
+    if deep:
+        from rlhf.driver.checks import check_inputs
+
+        problems, notes = check_inputs(recipe)
+    else:
+        problems = check_resources(recipe)
     if problems:
         print(f"error: {args.recipe}: {len(problems)} error(s)\n" +
               "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
         raise SystemExit(2)
+    for note in notes:
+        print(f"note: {note}")
     return recipe
 
 
 def cmd_validate(args) -> int:
-    recipe = _load(args)
+    recipe = _load(args, deep=True)
     print(f"{args.recipe}: ok (loss={recipe.loss.type}, engine={recipe.rollout.engine.type}, "
           f"steps={recipe.run.steps})")
     return 0
@@ -33,11 +44,12 @@ def cmd_validate(args) -> int:
 def cmd_train(args) -> int:
     recipe = _load(args)
     from rlhf.driver import train
+    from rlhf.driver.data import DataError
     from rlhf.driver.resume import RecipeChanged
 
     try:
         summary = train(recipe, address=args.address, allow_recipe_change=args.allow_recipe_change)
-    except RecipeChanged as exc:
+    except (RecipeChanged, DataError) as exc:  # raised before any work
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print("summary:", summary)
@@ -59,6 +71,9 @@ def cmd_build_model(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Nothing is downloaded at run time: models are local directories and Hub datasets come
+    # from the local cache (set HF_HUB_OFFLINE=0 to let datasets and transformers download).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     p = argparse.ArgumentParser(prog="rlhf", description="M1-style RL post-training")
     sub = p.add_subparsers(dest="cmd", required=True)

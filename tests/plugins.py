@@ -12,3 +12,9 @@ def digit_count(response: str, task: dict) -> RewardResult:
 def broken(response: str, task: dict) -> RewardResult:
     """A verifier whose backend is down: every call raises (a recorded error, never a crash)."""
     raise RuntimeError("verifier backend down")
+
+
+def reads_answer(response: str, task: dict) -> RewardResult:
+    """Reads ``task["answer"]`` on every call (a task without it is an unjudged sample)."""
+    answer = str(task["answer"])
+    return RewardResult(float(answer in response), answer in response, {})

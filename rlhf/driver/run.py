@@ -17,7 +17,7 @@ from tqdm import tqdm
 from rewards import RewardResult
 from rlhf.config import Recipe, RecipeError, check_resources
 from rlhf.driver.checkpoint import Checkpoints
-from rlhf.driver.data import PromptStream, load_source, longest_prompt, tokenize_prompts
+from rlhf.driver.data import PromptStream, load_prompts, longest_prompt
 from rlhf.driver.evaluation import eval_sampling, evaluate
 from rlhf.driver.metrics import plot_metrics
 from rlhf.driver.placement import start_ray, start_roles
@@ -64,8 +64,8 @@ class Run:
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        self.train_ds = tokenize_prompts(load_source(r.data.train), self.tokenizer)
-        self.eval_ds = tokenize_prompts(load_source(r.data.eval), self.tokenizer) if r.data.eval else None
+        self.train_ds = load_prompts(r.data, "train", self.tokenizer)
+        self.eval_ds = load_prompts(r.data, "eval", self.tokenizer) if r.data.eval else None
         self.stream = PromptStream(len(self.train_ds), r.data.prompts_per_step, r.run.seed, r.data.shuffle)
         self.sampling = train_sampling(r.rollout)
         self.scorer = Scorer(r.rewards)
@@ -154,7 +154,7 @@ class Run:
         r = self.recipe
         if self.point.warmup_step >= r.warmup.steps:
             return
-        ds = tokenize_prompts(load_source(r.data.warmup or r.data.train), self.tokenizer)
+        ds = load_prompts(r.data, "warmup" if r.data.warmup else "train", self.tokenizer)
         supervised_warmup(self.learners, r.warmup, ds, self.tokenizer, r.run.seed + 1, self.metrics.log,
                           start=self.point.warmup_step, data_state=self._warmup_data,
                           save=self._save_warmup)

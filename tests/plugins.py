@@ -18,3 +18,9 @@ def reads_answer(response: str, task: dict) -> RewardResult:
     """Reads ``task["answer"]`` on every call (a task without it is an unjudged sample)."""
     answer = str(task["answer"])
     return RewardResult(float(answer in response), answer in response, {})
+
+
+def any_digit(response: str, task: dict) -> RewardResult:
+    """Correct when the response holds a digit: a random tiny model gets about half right."""
+    ok = any(ch.isdigit() for ch in response)
+    return RewardResult(float(ok), ok, {})

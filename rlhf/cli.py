@@ -1,4 +1,4 @@
-"""``rlhf`` command line: train, validate, build-model."""
+"""``rlhf`` command line: train, validate, eval, recipe-fields, build-model, mismatch."""
 
 from __future__ import annotations
 
@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.choices["train"].add_argument(
         "--allow-recipe-change", action="store_true",
         help="resume a checkpoint even though the recipe changed (the changes are logged)")
+    from rlhf.driver.eval_command import add_parser as add_eval_parser
+
+    add_eval_parser(sub, _load)
     bm = sub.add_parser("build-model", help="write a tiny Qwen2 model + tokenizer directory")
     bm.add_argument("out")
     bm.add_argument("--hidden-size", type=int, default=128)

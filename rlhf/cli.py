@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     from rlhf.driver.eval_command import add_parser as add_eval_parser
 
     add_eval_parser(sub, _load)
+    from rlhf.recipe_fields import add_parser as add_fields_parser
+
+    add_fields_parser(sub)
     bm = sub.add_parser("build-model", help="write a tiny Qwen2 model + tokenizer directory")
     bm.add_argument("out")
     bm.add_argument("--hidden-size", type=int, default=128)

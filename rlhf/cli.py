@@ -41,8 +41,25 @@ def cmd_validate(args) -> int:
     return 0
 
 
+class _TokenAuthNotice(logging.Filter):
+    """Drops Ray's notice, at every local start, that token authentication is on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray")
+
+
+def local_ray_auth(address: str | None) -> None:
+    """A local Ray instance (no --address, no RAY_ADDRESS) keeps Ray's default, token
+    authentication (a token in ~/.ray/auth_token, made on first use); only Ray's notice saying
+    so is kept off the console. ``RAY_AUTH_MODE=disabled`` opts out, as Ray documents."""
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+            _TokenAuthNotice())
+
+
 def cmd_train(args) -> int:
     recipe = _load(args)
+    local_ray_auth(args.address)
     from rlhf.driver import train
     from rlhf.driver.data import DataError
     from rlhf.driver.resume import RecipeChanged
@@ -74,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     # Nothing is downloaded at run time: models are local directories and Hub datasets come
     # from the local cache (set HF_HUB_OFFLINE=0 to let datasets and transformers download).
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Every actor loads the weights (transformers draws a bar each time); HF_ variables reach
+    # every actor (rlhf/driver/placement.py), so the console keeps only the run's own bars.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     p = argparse.ArgumentParser(prog="rlhf", description="M1-style RL post-training")
     sub = p.add_subparsers(dest="cmd", required=True)

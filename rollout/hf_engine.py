@@ -110,7 +110,7 @@ class HFEngine:
         for t in range(sampling.max_tokens):
             outp = self.model.model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos,
                                     use_cache=True, **{self._cache_kw: past})
-            past = outp.past_key_values
+            past = getattr(outp, self._cache_kw)  # the output names the cache as the input does
             logits = self._head(outp.last_hidden_state[:, -1])  # [N, V] float32
             raw_logp = torch.log_softmax(logits, -1)
             nxt = self._sample(logits, sampling, [r[2] for r in rows])  # [N]

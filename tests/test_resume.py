@@ -88,7 +88,10 @@ def test_resume_point_keeps_only_records_before_it():
 def test_a_changed_recipe_refuses_to_resume_through_the_cli(tmp_path):
     base = ["train", QS, f"run.output_dir={tmp_path}", "run.name=r", "run.steps=1",
             "warmup.steps=0", *TINY]
-    assert _rlhf(*base).returncode == 0
+    out = _rlhf(*base)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # console noise kept out: every actor's weight-loading bar, Ray's token-auth notice
+    assert "Loading weights" not in out.stderr and "Token authentication is enabled" not in out.stderr
     before = (tmp_path / "r" / "metrics.jsonl").read_text()
     out = _rlhf(*base, "run.steps=2", "loss.eps_high=0.3", "train.optim.lr=1e-4")
     assert out.returncode == 2, out.stderr[-2000:]

@@ -176,6 +176,9 @@ def add_parser(sub: Any, load: Any) -> None:
     ev.add_argument("--address", default=None, help="existing Ray cluster")
 
     def run(args: argparse.Namespace) -> int:
+        from rlhf.cli import local_ray_auth
+
+        local_ray_auth(args.address)
         if args.m1:
             args.overrides = M1_EVAL + list(args.overrides)
         return command(args, load(args))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -510,7 +511,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     return resolve_paths(recipe, p.resolve().parent, given)
 
 
-def resolve_paths(recipe: Recipe, recipe_dir: Path, overridden: list[str] = ()) -> Recipe:
+def resolve_paths(recipe: Recipe, recipe_dir: Path, overridden: Sequence[str] = ()) -> Recipe:
     """Relative input paths (fields marked ``path``: model.path, data.*.path) made absolute:
     against the recipe file's directory, or the working directory for values given on the
     command line (``overridden``: the dotted keys of the overrides). ``run.output_dir`` stays

@@ -64,6 +64,8 @@ def run_info() -> dict[str, Any]:
     """The toolkit's git commit (None outside a git checkout) and whether its tree had changes."""
     root = Path(__file__).resolve().parents[2]
     info: dict[str, Any] = {"git_commit": None, "git_dirty": None}
+    if not (root / ".git").exists():  # an installed copy, not a checkout
+        return info
     try:
         sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=10)

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 RECIPE = "recipes/gpu/proof_0.5b.yaml"
-PHASE_KEYS = ("time/generate", "time/score+adv", "time/old_logprobs", "time/train",
+PHASE_KEYS = ("time/generate", "time/score_adv", "time/old_logprobs", "time/train",
               "time/engine_sleep", "time/engine_wake", "time/weight_gather", "time/weight_sync",
               "time/step", "rollout/tokens_per_s", "memory/learner_peak_gib")
 
@@ -72,7 +72,7 @@ def phase_raw(work: Path, steps: int) -> dict:
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams, TokensPrompt
 
-    from rollout.vllm_engine import _eos_ids
+    from rollout.base import model_stop_ids
 
     r = load(work, "colocated", steps)
     model = str(work / "model")
@@ -81,7 +81,7 @@ def phase_raw(work: Path, steps: int) -> dict:
     llm = LLM(model=model, dtype="bfloat16", hf_overrides={"head_dtype": "float32"},
               gpu_memory_utilization=ro.engine.gpu_memory_utilization,
               max_model_len=longest + ro.max_new_tokens, seed=r.run.seed)
-    eos = _eos_ids(model)
+    eos = model_stop_ids(model)
     rows = []
     for step, (prompt_ids, seeds) in enumerate(batches):
         params = [SamplingParams(n=ro.samples_per_prompt, temperature=ro.temperature,

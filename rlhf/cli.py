@@ -1,43 +1,76 @@
-"""``rlhf`` command line: train, validate, build-model."""
+"""``rlhf`` command line: train, validate, eval, recipe-fields, build-model, mismatch."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from rlhf.config import Recipe, RecipeError, check_resources, load_recipe
 
 
-def _load(args) -> Recipe:
+def _load(args, deep: bool = False) -> Recipe:
+    """The recipe, or exit 2 with every error. ``deep``: also load the data and the tokenizer
+    the way the run will (rlhf/driver/checks.py); else only the cheap file checks."""
     try:
         recipe = load_recipe(args.recipe, args.overrides)
     except RecipeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    problems = check_resources(recipe)
+    notes: list[str] = []
+    if deep:
+        from rlhf.driver.checks import check_inputs
+
+        problems, notes = check_inputs(recipe)
+    else:
+        problems = check_resources(recipe)
     if problems:
         print(f"error: {args.recipe}: {len(problems)} error(s)\n" +
               "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
         raise SystemExit(2)
+    for note in notes:
+        print(f"note: {note}")
     return recipe
 
 
 def cmd_validate(args) -> int:
-    recipe = _load(args)
+    recipe = _load(args, deep=True)
     print(f"{args.recipe}: ok (loss={recipe.loss.type}, engine={recipe.rollout.engine.type}, "
           f"steps={recipe.run.steps})")
     return 0
 
 
+class _TokenAuthNotice(logging.Filter):
+    """Drops Ray's notice, at every local start, that token authentication is on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray")
+
+
+def local_ray_auth(address: str | None) -> None:
+    """A local Ray instance (no --address, no RAY_ADDRESS) keeps Ray's default, token
+    authentication (a token in ~/.ray/auth_token, made on first use); only Ray's notice saying
+    so is kept off the console. ``RAY_AUTH_MODE=disabled`` opts out, as Ray documents."""
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+            _TokenAuthNotice())
+
+
 def cmd_train(args) -> int:
     recipe = _load(args)
+    local_ray_auth(args.address)
     from rewards import VerifierUnavailable
     from rlhf.driver import train
+    from rlhf.driver.data import DataError
+    from rlhf.driver.resume import RecipeChanged
     from rlhf.driver.scoring import VerifierErrors
 
     try:
-        summary = train(recipe, address=args.address)
+        summary = train(recipe, address=args.address, allow_recipe_change=args.allow_recipe_change)
+    except (RecipeChanged, DataError) as exc:  # raised before any work
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except (VerifierUnavailable, VerifierErrors):
         return 3  # the run printed the reason and where its metrics and checkpoint are
     print("summary:", summary)
@@ -59,6 +92,12 @@ def cmd_build_model(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Nothing is downloaded at run time: models are local directories and Hub datasets come
+    # from the local cache (set HF_HUB_OFFLINE=0 to let datasets and transformers download).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Every actor loads the weights (transformers draws a bar each time); HF_ variables reach
+    # every actor (rlhf/driver/placement.py), so the console keeps only the run's own bars.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     p = argparse.ArgumentParser(prog="rlhf", description="M1-style RL post-training")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -70,6 +109,15 @@ def main(argv: list[str] | None = None) -> int:
         sp.set_defaults(fn=fn)
     sub.choices["train"].add_argument("--address", default=None,
                                       help="existing Ray cluster (default: start a local one)")
+    sub.choices["train"].add_argument(
+        "--allow-recipe-change", action="store_true",
+        help="resume a checkpoint even though the recipe changed (the changes are logged)")
+    from rlhf.driver.eval_command import add_parser as add_eval_parser
+
+    add_eval_parser(sub, _load)
+    from rlhf.recipe_fields import add_parser as add_fields_parser
+
+    add_fields_parser(sub)
     bm = sub.add_parser("build-model", help="write a tiny Qwen2 model + tokenizer directory")
     bm.add_argument("out")
     bm.add_argument("--hidden-size", type=int, default=128)
@@ -83,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     mm.add_argument("--out", default=None, help="also write the rows as JSON")
     mm.set_defaults(fn=cmd_mismatch)
     args = p.parse_args(argv)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:  # Ctrl-C: a run has said where it stopped and how to resume
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ nearest valid key as a suggestion). Each component receives only its own section
 from __future__ import annotations
 
 import difflib
+import os
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,6 +41,32 @@ class RunConfig(Section):
     plot: bool = Field(True, description="Write a PNG plot of the metrics at the end.")
 
 
+class WandbConfig(Section):
+    """Weights & Biases (the optional ``wandb`` extra; imported only when this section is set)."""
+    project: str = Field("m1rl", min_length=1, description="W&B project.")
+    entity: str | None = Field(None, description="W&B entity (team or user; default: yours).")
+    name: str | None = Field(None, description="Run name shown in W&B (default: run.name).")
+    group: str | None = Field(None, description="W&B group (e.g. one per sweep).")
+    tags: list[str] = Field(default_factory=list, description="W&B tags.")
+    mode: Literal["online", "offline", "disabled"] | None = Field(None, description="online, offline (written under the run directory, `wandb sync` later) or disabled; null: the WANDB_MODE environment variable, else online.")
+
+
+class MLflowConfig(Section):
+    """MLflow (the optional ``mlflow`` extra; imported only when this section is set)."""
+    tracking_uri: str | None = Field(None, description="Tracking server or store URI; null: MLFLOW_TRACKING_URI, else MLflow's default. A local store (file: or sqlite:) needs no network.")
+    experiment: str = Field("m1rl", min_length=1, description="MLflow experiment name.")
+    run_name: str | None = Field(None, description="MLflow run name (default: run.name).")
+
+
+class LoggingConfig(Section):
+    """Where metrics go. metrics.jsonl in the run directory is always written (the plot, resume and
+    sweeps read it); every sink gets the same metric names and the recipe + git commit as run
+    config."""
+    tensorboard: bool | Literal["auto"] = Field("auto", description="TensorBoard event files in run_dir/tensorboard (torch.utils.tensorboard). auto: on when the tensorboard package is installed.")
+    wandb: WandbConfig | None = Field(None, description="Weights & Biases run (null: off).")
+    mlflow: MLflowConfig | None = Field(None, description="MLflow run (null: off).")
+
+
 class BuildModel(Section):
     """A tiny Qwen2 model and byte-level tokenizer made in the run (no downloads)."""
     hidden_size: int = Field(128, ge=8, description="Hidden size.")
@@ -62,7 +90,7 @@ class LoraConfig(Section):
 
 
 class ModelConfig(Section):
-    path: str | None = Field(None, description="Local Hugging Face checkpoint directory.")
+    path: str | None = Field(None, description="Local Hugging Face checkpoint directory. Relative paths in a recipe file resolve against the recipe's directory.", json_schema_extra={"path": True})
     build: BuildModel | None = Field(None, description="Build a tiny model instead of `path`.")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Compute dtype of the learner's and engines' weights.")
     gradient_checkpointing: bool | Literal["auto"] = Field("auto", description="Activation checkpointing in the learner: true / false for every decoder layer; auto: on a GPU, only as many layers as the micro-batch token budget needs to fit in memory (none on CPU).")
@@ -84,14 +112,48 @@ class SyntheticData(Section):
     seed: int = Field(0, description="Generator seed (use different seeds for train and eval).")
 
 
-class FileData(Section):
-    type: Literal["file"] = "file"
-    path: str = Field(description="A .jsonl, .json, .parquet or .csv file, or a saved `datasets` directory.")
-    prompt_field: str = Field("prompt", description="Column holding the prompt text.")
+class TableSource(Section):
+    """What every table source (a file, a saved dataset, a Hugging Face dataset) has."""
+    columns: dict[str, str] = Field(default_factory=dict, description="Field the toolkit or a verifier reads -> the dataset's column holding it, e.g. {prompt: question, answer: solution}; the column is renamed. Fields: prompt (text) or messages (chat) or system + prompt; answer, tests, solution (warm-up), verifier, ... whatever the verifiers read.")
     limit: int | None = Field(None, ge=1, description="Use only the first N rows.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _prompt_field_moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "prompt_field" in data:
+            raise ValueError(f"prompt_field is now part of `columns`: columns: {{prompt: "
+                             f"{data['prompt_field']}}}")
+        return data
 
-DataSource = Annotated[SyntheticData | FileData, Field(discriminator="type")]
+    @field_validator("columns")
+    @classmethod
+    def _one_field_per_column(cls, v: dict[str, str]) -> dict[str, str]:
+        seen: dict[str, str] = {}
+        for fld, col in v.items():
+            if not fld or not col:
+                raise ValueError("field and column names must not be empty")
+            if col in seen:
+                raise ValueError(f"column {col!r} is given for both {seen[col]!r} and {fld!r}")
+            seen[col] = fld
+        return v
+
+
+class FileData(TableSource):
+    type: Literal["file"] = "file"
+    path: str = Field(description="A .jsonl, .json, .parquet or .csv file, or a directory written by `datasets`' save_to_disk. Relative paths in a recipe file resolve against the recipe's directory.", json_schema_extra={"path": True})
+    split: str | None = Field(None, description="Split of a saved DatasetDict directory (default: its only split, else 'train').")
+
+
+class HubData(TableSource):
+    """A Hugging Face dataset by name, read from the local `datasets` cache (offline: nothing is
+    downloaded at run time)."""
+    type: Literal["hub"] = "hub"
+    name: str = Field(min_length=1, description="Dataset name on the Hub, e.g. openai/gsm8k (it must be in the local datasets cache).")
+    subset: str | None = Field(None, description="Configuration (subset), e.g. main.")
+    split: str = Field("train", min_length=1, description="Split, e.g. train or test.")
+
+
+DataSource = Annotated[SyntheticData | FileData | HubData, Field(discriminator="type")]
 
 
 class DataConfig(Section):
@@ -100,6 +162,7 @@ class DataConfig(Section):
     prompts_per_step: int = Field(16, ge=1, description="Prompts per generation batch.")
     shuffle: bool = Field(True, description="Shuffle each epoch (seeded).")
     warmup: DataSource | None = Field(None, description="Examples with a `solution` for supervised warm-up (default: the train set).")
+    prompt_format: Literal["auto", "chat", "raw"] = Field("auto", description="chat: prompts go through the tokenizer's chat template (apply_chat_template with add_generation_prompt), from a `messages` column, or `system` + `prompt`, or `prompt` as the user turn; raw: the `prompt` text is tokenized as is; auto: chat when the data is in chat form (a `messages` or `system` column), else raw.")
 
 
 class RepetitionStop(Section):
@@ -119,13 +182,17 @@ class RolloutConfig(Section):
     num_workers: int = Field(1, ge=1, description="Rollout actors, one engine each.")
     samples_per_prompt: int = Field(8, ge=1, description="G: responses per prompt.")
     temperature: float = Field(1.0, ge=0.0, description="Sampling temperature.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling.")
-    top_k: int = Field(-1, description="Top-k sampling (-1: off).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling: keep the most likely tokens up to this probability mass (1: off). Logprobs stay the sampler's raw ones.")
+    top_k: int = Field(-1, description="Keep the k most likely tokens (-1: off).")
+    min_p: float = Field(0.0, ge=0.0, lt=1.0, description="Keep tokens with probability >= min_p x the top token's (0: off).")
     max_new_tokens: int = Field(256, ge=1, description="Response token budget (the largest window when length_windows is set).")
     length_windows: LengthWindowConfig | None = Field(None, description="M1's staged length windows (null: a fixed max_new_tokens).")
     repetition_stop: RepetitionStop = Field(default_factory=RepetitionStop, description="M1's early truncation of repetitive generations.")
-    eval_temperature: float = Field(0.0, ge=0.0, description="Temperature for evaluation (0: greedy).")
-    eval_samples: int = Field(1, ge=1, description="Samples per held-out prompt; the pass rate averages over them.")
+    eval_temperature: float = Field(0.0, ge=0.0, description="Temperature for evaluation (0: greedy). M1 reports temperature 1.0.")
+    eval_samples: int = Field(1, ge=1, description="Samples per held-out prompt; the pass rate averages over them (M1: mean over 32).")
+    eval_top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling for evaluation (M1: 0.95).")
+    eval_top_k: int = Field(-1, description="Top-k for evaluation (-1: off).")
+    eval_min_p: float = Field(0.0, ge=0.0, lt=1.0, description="min-p for evaluation (0: off).")
     num_cpus: float = Field(1.0, gt=0.0, description="Ray CPUs per rollout actor.")
     max_restarts: int = Field(3, ge=0, description="Restarts of a failed rollout actor before the step fails.")
 
@@ -133,6 +200,13 @@ class RolloutConfig(Section):
     @classmethod
     def _name_is_a_section(cls, v: Any) -> Any:
         return {"type": v} if isinstance(v, str) else v
+
+    @field_validator("top_k", "eval_top_k")
+    @classmethod
+    def _k_is_off_or_positive(cls, v: int) -> int:
+        if v != -1 and v < 1:
+            raise ValueError(f"must be -1 (off) or at least 1, got {v}")
+        return v
 
 
 class RewardsConfig(Section):
@@ -220,6 +294,7 @@ class WarmupConfig(Section):
     steps: int = Field(0, ge=0, description="Supervised warm-up steps on reference solutions before RL (0: none).")
     batch_size: int = Field(32, ge=1, description="Examples per warm-up step.")
     lr: float = Field(1e-3, gt=0.0, description="Warm-up learning rate (cosine decay to 10%).")
+    save_every: int = Field(0, ge=0, description="Checkpoint every N warm-up steps, so that an interrupted warm-up resumes where it was (0: only at its end).")
 
 
 class PrecisionConfig(Section):
@@ -249,6 +324,7 @@ class Recipe(Section):
     warmup: WarmupConfig = Field(default_factory=WarmupConfig, description="Supervised warm-up.")
     precision: PrecisionConfig = Field(default_factory=PrecisionConfig, description="Numerics.")
     placement: PlacementConfig = Field(default_factory=PlacementConfig, description="Where actors run.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Experiment tracking: metrics.jsonl, TensorBoard, W&B, MLflow.")
 
     @model_validator(mode="before")
     @classmethod
@@ -269,6 +345,16 @@ class Recipe(Section):
                 and ro.engine.max_model_len <= longest:
             raise ValueError(f"rollout.engine.max_model_len={ro.engine.max_model_len} leaves no "
                              f"room for a prompt and {longest} new tokens (the largest window)")
+        return self
+
+    @model_validator(mode="after")
+    def _tensor_parallel_fits_placement(self):
+        engine, p = self.rollout.engine, self.placement
+        tp = getattr(engine, "tensor_parallel_size", 1)
+        if tp > 1 and (p.mode != "separate" or p.rollout_gpus != tp):
+            raise ValueError(f"rollout.engine.tensor_parallel_size={tp} needs each engine on its "
+                             f"own {tp} GPUs: placement.mode=separate and placement.rollout_gpus="
+                             f"{tp} (got mode={p.mode}, rollout_gpus={p.rollout_gpus})")
         return self
 
     @model_validator(mode="after")
@@ -416,7 +502,34 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise RecipeError(str(p), [f"not valid YAML: {exc}"]) from None
     for ov in overrides or []:
         apply_override(data, ov)
-    return parse_recipe(data, str(p))
+    recipe = parse_recipe(data, str(p))
+    given = [ov.split("=", 1)[0].strip() for ov in overrides or []]
+    return resolve_paths(recipe, p.resolve().parent, given)
+
+
+def resolve_paths(recipe: Recipe, recipe_dir: Path, overridden: Sequence[str] = ()) -> Recipe:
+    """Relative input paths (fields marked ``path``: model.path, data.*.path) made absolute:
+    against the recipe file's directory, or the working directory for values given on the
+    command line (``overridden``: the dotted keys of the overrides). ``run.output_dir`` stays
+    relative to the working directory."""
+    def from_cli(key: str) -> bool:
+        return any(key == o or key.startswith(o + ".") for o in overridden)
+
+    def walk(model: BaseModel, prefix: str) -> BaseModel:
+        updates: dict[str, Any] = {}
+        for name, field in type(model).model_fields.items():
+            value, key = getattr(model, name), prefix + name
+            if isinstance(value, BaseModel):
+                new = walk(value, key + ".")
+                if new is not value:
+                    updates[name] = new
+            elif isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("path") \
+                    and isinstance(value, str) and not Path(value).is_absolute():
+                base = Path.cwd() if from_cli(key) else recipe_dir
+                updates[name] = os.path.abspath(base / value)
+        return model.model_copy(update=updates) if updates else model
+
+    return typing.cast(Recipe, walk(recipe, ""))
 
 
 def check_resources(recipe: Recipe, base_dir: Path | None = None) -> list[str]:

@@ -10,7 +10,9 @@ the learner's ``old_logprobs`` can be compared with them (M1's mismatch metric).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 FinishReason = Literal["stop", "length", "repetition"]
@@ -18,12 +20,15 @@ FinishReason = Literal["stop", "length", "repetition"]
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How to sample: ``n`` samples per prompt, each at most ``max_tokens`` tokens."""
+    """How to sample: ``n`` samples per prompt, each at most ``max_tokens`` tokens. The filters
+    (temperature, then min-p, then top-k and top-p, as vLLM applies them) shape what is sampled;
+    the logprobs returned stay raw."""
 
     n: int = 1
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = -1
+    min_p: float = 0.0  # keep tokens with p >= min_p x the top token's p (0: off)
     max_tokens: int = 256
     seed: int | None = None
     stop_token_ids: tuple[int, ...] = ()
@@ -91,3 +96,19 @@ class Engine(Protocol):
     def sleep(self) -> None: ...
 
     def wake_up(self) -> None: ...
+
+
+def model_stop_ids(model_path: str) -> list[int]:
+    """The ids a generation stops at: ``eos_token_id`` of generation_config.json and of
+    config.json, each an id or a list of ids (Llama-3 style), generation_config.json's first.
+    Both engines stop on all of them (vLLM skips the tokenizer, so it gets them as stop
+    tokens)."""
+    ids: list[int] = []
+    for name in ("generation_config.json", "config.json"):
+        f = Path(model_path, name)
+        if f.exists():
+            eos = json.loads(f.read_text()).get("eos_token_id")
+            for e in (eos if isinstance(eos, list) else [eos]):
+                if e is not None and int(e) not in ids:
+                    ids.append(int(e))
+    return ids

@@ -55,6 +55,9 @@ class VLLMEngineConfig(EngineSection):
     type: Literal["vllm"] = "vllm"
     gpu_memory_utilization: float = Field(0.5, gt=0.0, le=1.0, description="KV-cache share of the GPU.")
     max_model_len: int | None = Field(None, ge=16, description="Context length (default: the longest prompt in the data + rollout.max_new_tokens, which covers the largest length window).")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs each engine shards the model over (vLLM tensor parallelism; needs placement.mode=separate and placement.rollout_gpus equal to it).")
+    enable_prefix_caching: bool | None = Field(None, description="vLLM's automatic prefix caching (the G samples of a prompt share its KV); null: vLLM's default. Dropped after every weight update either way.")
+    max_num_seqs: int | None = Field(None, ge=1, description="Most sequences vLLM decodes at once; null: vLLM's default.")
     decode_time: Literal["off", "abort", "processor"] = Field("off", description="M1's repetition stop (rollout.repetition_stop) while decoding, instead of cutting loops from the returned samples. abort: each sample streams its logprobs every engine step and is aborted when the rule fires (keeps vLLM's V2 model runner); processor: a logits processor forces EOS (moves vLLM 0.26 to its V1 runner, measured 10-30% slower on H100). true means abort, false off.")
 
     implementation: ClassVar[str] = "rollout.vllm_engine:VLLMEngine"

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from rollout.base import Completion, EngineSetup, FinishReason, SamplingConfig
+from rollout.base import Completion, EngineSetup, FinishReason, SamplingConfig, model_stop_ids
 from rollout.engines import HFEngineConfig
 from rollout.repetition import RepetitionTracker
 
@@ -39,7 +39,7 @@ class HFEngine:
         self.max_batch_rows = options.max_batch_rows
         params = inspect.signature(self.model.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        self.eos_id = self.model.config.eos_token_id
+        self.stop_ids = model_stop_ids(model_path)  # config.json + generation_config.json
         pad = self.model.config.pad_token_id
         self.pad_id = pad if pad is not None else 0
 
@@ -98,7 +98,7 @@ class HFEngine:
             ids[b, T_prompt - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
             attn[b, T_prompt - len(prompt):] = 1
         ids, attn = ids.to(self.device), attn.to(self.device)
-        stop_ids = set(sampling.stop_token_ids) | ({self.eos_id} if self.eos_id is not None else set())
+        stop_ids = set(sampling.stop_token_ids) | set(self.stop_ids)
         stop_t = torch.tensor(sorted(stop_ids), device=self.device, dtype=torch.long)
         rep = RepetitionTracker(N, sampling.repetition_window, sampling.repetition_prob, self.device)
         tokens, logps = [], []
@@ -110,7 +110,7 @@ class HFEngine:
         for t in range(sampling.max_tokens):
             outp = self.model.model(input_ids=step_ids, attention_mask=attn, position_ids=step_pos,
                                     use_cache=True, **{self._cache_kw: past})
-            past = outp.past_key_values
+            past = getattr(outp, self._cache_kw)  # the output names the cache as the input does
             logits = self._head(outp.last_hidden_state[:, -1])  # [N, V] float32
             raw_logp = torch.log_softmax(logits, -1)
             nxt = self._sample(logits, sampling, [r[2] for r in rows])  # [N]
@@ -144,6 +144,12 @@ class HFEngine:
 
 
 def _filter_top(logits: torch.Tensor, sampling: SamplingConfig) -> torch.Tensor:
+    """Temperature-scaled ``logits`` [N, V] with the tokens that min-p, top-k and top-p drop
+    set to -inf (in vLLM's order); the most likely token always stays."""
+    if sampling.min_p > 0.0:
+        probs = torch.softmax(logits, -1)
+        floor = sampling.min_p * probs.max(-1, keepdim=True).values
+        logits = logits.masked_fill(probs < floor, float("-inf"))
     if sampling.top_k > 0:
         kth = torch.topk(logits, min(sampling.top_k, logits.shape[-1]), -1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -30,12 +30,10 @@ finish reason, one seed per prompt. Token ids go in and out
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from rollout.base import Completion, EngineSetup, FinishReason, SamplingConfig
+from rollout.base import Completion, EngineSetup, FinishReason, SamplingConfig, model_stop_ids
 from rollout.engines import VLLMEngineConfig
 from rollout.repetition import StreamingRepetition, first_repetition_stop
 
@@ -52,20 +50,6 @@ def truncate_repetition(token_ids: list[int], logprobs: list[float], reason: Fin
     if stop is None:
         return token_ids, logprobs, reason
     return token_ids[:stop + 1], logprobs[:stop + 1], "repetition"
-
-
-def _eos_ids(model_path: str) -> list[int]:
-    """EOS ids from config.json and generation_config.json (vLLM does not stop on EOS by
-    itself when the tokenizer is skipped, so the engine passes them as stop tokens)."""
-    ids: list[int] = []
-    for name in ("generation_config.json", "config.json"):
-        f = Path(model_path, name)
-        if f.exists():
-            eos = json.loads(f.read_text()).get("eos_token_id")
-            for e in (eos if isinstance(eos, list) else [eos]):
-                if e is not None and e not in ids:
-                    ids.append(int(e))
-    return ids
 
 
 @dataclass
@@ -100,6 +84,11 @@ class VLLMEngine:
         kw = dict(model=model_path, dtype=setup.dtype,
                   gpu_memory_utilization=options.gpu_memory_utilization,
                   enable_sleep_mode=setup.sleep_mode, seed=setup.seed, **llm_kwargs)
+        if options.tensor_parallel_size > 1:
+            kw["tensor_parallel_size"] = options.tensor_parallel_size
+        for name in ("enable_prefix_caching", "max_num_seqs"):  # None: vLLM's own default
+            if getattr(options, name) is not None:
+                kw[name] = getattr(options, name)
         if setup.lm_head_fp32:
             kw["hf_overrides"] = {**kw.get("hf_overrides", {}), "head_dtype": "float32"}
         max_model_len = options.max_model_len or setup.context_len
@@ -112,7 +101,7 @@ class VLLMEngine:
         if setup.weight_transfer:
             kw["weight_transfer_config"] = {"backend": setup.weight_transfer}
         self.llm = LLM(**kw)
-        self.eos_ids = _eos_ids(model_path)
+        self.eos_ids = model_stop_ids(model_path)
         self.decode_time = options.decode_time
         self.weight_transfer = setup.weight_transfer
         self.sleeping = False
@@ -130,6 +119,7 @@ class VLLMEngine:
         stop = list(dict.fromkeys([*sampling.stop_token_ids, *self.eos_ids]))
         return SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
                               top_k=sampling.top_k if sampling.top_k > 0 else 0,
+                              min_p=sampling.min_p,
                               max_tokens=sampling.max_tokens, seed=seed, logprobs=0,
                               stop_token_ids=stop or None, extra_args=extra)
 

@@ -16,6 +16,18 @@ def broken(response: str, task: dict) -> RewardResult:
     raise RuntimeError("verifier backend down")
 
 
+def reads_answer(response: str, task: dict) -> RewardResult:
+    """Reads ``task["answer"]`` on every call (a task without it is an unjudged sample)."""
+    answer = str(task["answer"])
+    return RewardResult(float(answer in response), answer in response, {})
+
+
+def any_digit(response: str, task: dict) -> RewardResult:
+    """Correct when the response holds a digit: a random tiny model gets about half right."""
+    ok = any(ch.isdigit() for ch in response)
+    return RewardResult(float(ok), ok, {})
+
+
 class Lifecycle:
     """Scores 1.0; its backend check fails when ``down``; ``close`` leaves a mark in ``marks``."""
 

@@ -39,3 +39,20 @@ def test_train_stops_before_work_on_missing_model_and_empty_data(tmp_path):
     assert "model.path" in out.stderr and "does not exist" in out.stderr
     assert "data.train.path" in out.stderr and "is empty" in out.stderr
     assert not (tmp_path / "quickstart").exists()  # nothing started
+
+
+def test_validate_checks_the_sampling_filters_and_vllm_options():
+    out = _rlhf("validate", QS, "rollout.top_k=0", "rollout.min_p=1.5", "rollout.eval_top_p=0",
+                "rollout.engine={type: vllm, max_num_seqs: 0}")
+    assert out.returncode == 2 and "4 error(s)" in out.stderr
+    assert "rollout.top_k: Value error, must be -1 (off) or at least 1, got 0" in out.stderr
+    assert "rollout.min_p" in out.stderr and "rollout.eval_top_p" in out.stderr
+    assert "rollout.engine.max_num_seqs" in out.stderr
+    out = _rlhf("validate", QS, "rollout.engine={type: vllm, tensor_parallel_size: 2}")
+    assert out.returncode == 2
+    assert "tensor_parallel_size=2 needs each engine on its own 2 GPUs: placement.mode=separate " \
+           "and placement.rollout_gpus=2 (got mode=local, rollout_gpus=1.0)" in out.stderr
+    out = _rlhf("validate", QS, "rollout.engine={type: vllm, tensor_parallel_size: 2, "
+                "enable_prefix_caching: true}", "placement.mode=separate", "placement.rollout_gpus=2",
+                "rollout.top_p=0.95", "rollout.min_p=0.05", "rollout.top_k=50")
+    assert out.returncode == 0, out.stderr

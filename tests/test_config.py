@@ -136,7 +136,7 @@ def test_engine_options_in_their_old_places_say_where_they_went():
         "engine (engine: {type: hf, max_batch_rows: ...})",
         "rollout.repetition_stop.decode_time: moved to rollout.engine.decode_time, an option of "
         "the vllm engine (engine: {type: vllm, decode_time: ...})",
-        "trian: unknown key; did you mean 'train'? (valid keys: advantages, data, loss, model, "
+        "trian: unknown key; did you mean 'train'? (valid keys: advantages, data, logging, loss, model, "
         "placement, precision, rewards, rollout, run, train, warmup)"]  # every error at once
     # the tag of the variant (vllm) is not part of the key path
     with pytest.raises(RecipeError, match=r"rollout.engine.max_batch_rows: not an option of the "

@@ -155,3 +155,41 @@ def test_streaming_rule_matches_the_whole_sequence_rule_in_any_chunking():
             pos += k
         assert watch.stop == first_repetition_stop(seq, window, 0.99)
         assert fired == (watch.stop is not None)
+
+
+def test_min_p_top_k_top_p_filters_in_vllms_order():
+    from rollout.hf_engine import _filter_top
+
+    probs = torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05]])
+    logits = probs.log()
+    kept = lambda **kw: torch.isfinite(_filter_top(logits, SamplingConfig(**kw)))[0].tolist()  # noqa: E731
+    assert kept(min_p=0.3) == [True, True, True, False, False]  # p >= 0.3 x 0.5
+    assert kept(top_k=2) == [True, True, False, False, False]
+    assert kept(top_p=0.8) == [True, True, True, False, False]  # 0.5 + 0.2 < 0.8: one more
+    assert kept(min_p=0.3, top_k=4, top_p=0.6) == [True, True, False, False, False]
+    assert kept(min_p=0.99, top_k=1, top_p=0.01) == [True, False, False, False, False]
+    assert kept() == [True] * 5
+
+
+@pytest.mark.parametrize("filters", [dict(top_k=3), dict(min_p=0.2), dict(top_k=8, top_p=0.7, min_p=0.05)],
+                         ids=["top_k", "min_p", "all"])
+def test_filtered_sampling_returns_raw_logprobs_of_kept_tokens(engine, filters):
+    """Samples come from the filtered distribution, but their logprobs are the raw model's
+    (what the learner's old_logprobs are compared with)."""
+    prompts = [[5, 6, 7], [9, 10, 11, 12, 13]]
+    outs = engine.generate(prompts, SamplingConfig(n=4, temperature=0.8, max_tokens=10, seed=1,
+                                                   repetition_window=0, **filters))
+    for c in outs:
+        full = torch.tensor([prompts[c.prompt_index] + c.token_ids])
+        with torch.no_grad():
+            logits = engine.model(full).logits[0].float()
+        P = len(prompts[c.prompt_index])
+        raw = torch.log_softmax(logits, -1)
+        for k, t in enumerate(c.token_ids):
+            assert abs(raw[P - 1 + k, t].item() - c.logprobs[k]) < 1e-4
+            scaled = logits[P - 1 + k] / 0.8
+            probs = torch.softmax(scaled, -1)
+            if "top_k" in filters:
+                assert int((scaled > scaled[t]).sum()) < filters["top_k"]  # among the k best
+            if "min_p" in filters:
+                assert probs[t] >= filters["min_p"] * probs.max() - 1e-6

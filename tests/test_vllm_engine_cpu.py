@@ -10,8 +10,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from rollout.base import model_stop_ids
 from rollout.repetition import first_repetition_stop
-from rollout.vllm_engine import _eos_ids, truncate_repetition
+from rollout.vllm_engine import truncate_repetition
 from rollout.vllm_repetition import (
     RepetitionStopLogitsProcessor,
     confident_run_rule,
@@ -168,7 +169,7 @@ def test_processor_skips_rows_that_cannot_fire_and_validates():
 def test_eos_ids_from_the_model_directory(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"eos_token_id": 5}))
     (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [9, 5]}))
-    assert _eos_ids(str(tmp_path)) == [9, 5]
+    assert model_stop_ids(str(tmp_path)) == [9, 5]
 
 
 class _FakeLLMEngine:
@@ -303,3 +304,29 @@ def test_engine_side_of_the_learner_initiated_transfers():
     assert eng.llm.calls == [("start_weight_update", (), {}),
                              ("update_weights", ({"update_info": info},), {}),
                              ("finish_weight_update", (), {}), ("reset_prefix_cache", (), {})]
+
+
+def test_engine_options_and_sampling_filters_reach_vllm(fake_vllm, tmp_path):
+    """tensor_parallel_size, enable_prefix_caching and max_num_seqs go to vLLM's constructor
+    (unset ones are left to vLLM); top_p, top_k and min_p to SamplingParams, with the raw
+    logprobs of the sampled token (logprobs=0, vLLM's default raw_logprobs mode)."""
+    import sys
+
+    from rollout.base import EngineSetup, SamplingConfig
+    from rollout.engines import VLLMEngineConfig
+
+    built = []
+    sys.modules["vllm"].LLM = lambda **kw: built.append(kw) or SimpleNamespace()
+    (tmp_path / "config.json").write_text(json.dumps({"eos_token_id": [5, 6]}))
+    opts = VLLMEngineConfig(tensor_parallel_size=2, enable_prefix_caching=True, max_num_seqs=64)
+    eng = opts.build(str(tmp_path), EngineSetup(lm_head_fp32=False))
+    assert built[0]["tensor_parallel_size"] == 2 and built[0]["enable_prefix_caching"] is True
+    assert built[0]["max_num_seqs"] == 64
+    VLLMEngineConfig().build(str(tmp_path), EngineSetup(lm_head_fp32=False))
+    assert not {"tensor_parallel_size", "enable_prefix_caching", "max_num_seqs"} & set(built[1])
+    sp = eng.sampling_params(SamplingConfig(n=4, temperature=1.0, top_p=0.95, top_k=20,
+                                            min_p=0.05), seed=7)
+    assert (sp.top_p, sp.top_k, sp.min_p, sp.logprobs, sp.seed) == (0.95, 20, 0.05, 0, 7)
+    assert sp.stop_token_ids == [5, 6]
+    off = eng.sampling_params(SamplingConfig(), seed=None)
+    assert (off.top_p, off.top_k, off.min_p) == (1.0, 0, 0.0)  # vLLM's "off" values

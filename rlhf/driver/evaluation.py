@@ -13,7 +13,9 @@ from rollout.base import SamplingConfig
 
 def eval_sampling(ro: RolloutConfig) -> SamplingConfig:
     return SamplingConfig(n=ro.eval_samples if ro.eval_temperature > 0 else 1,
-                          temperature=ro.eval_temperature, seed=None, max_tokens=ro.max_new_tokens,
+                          temperature=ro.eval_temperature, top_p=ro.eval_top_p,
+                          top_k=ro.eval_top_k, min_p=ro.eval_min_p, seed=None,
+                          max_tokens=ro.max_new_tokens,
                           repetition_window=ro.repetition_stop.window,
                           repetition_prob=ro.repetition_stop.prob)
 

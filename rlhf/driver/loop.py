@@ -16,9 +16,11 @@ from rlhf.driver.run import Run
 log = logging.getLogger(__name__)
 
 
-def train(recipe: Recipe, address: str | None = None) -> dict:
-    """Run a recipe to completion; return the final summary (also in ``summary.json``)."""
-    with Run(recipe, address) as run:
+def train(recipe: Recipe, address: str | None = None, allow_recipe_change: bool = False) -> dict:
+    """Run a recipe to completion; return the final summary (also in ``summary.json``).
+    A run that resumes under a changed recipe stops unless ``allow_recipe_change``
+    (rlhf/driver/resume.py)."""
+    with Run(recipe, address, allow_recipe_change) as run:
         if run.start_step == 0:
             run.warmup()
             run.evaluate(step=0)
@@ -41,7 +43,7 @@ def train(recipe: Recipe, address: str | None = None) -> dict:
             metrics = {**batch_m, **score_m, **train_m, **sleep_m, **sync_m,
                        "rollout/tokens_per_s": batch_m["rollout/tokens"] / (t_gen - t0),
                        "time/generate": t_gen - t0,
-                       "time/score+adv": t_score - t_gen, "time/train_total": t_train - t_score,
+                       "time/score_adv": t_score - t_gen, "time/train_total": t_train - t_score,
                        "time/step": time.perf_counter() - t0}
             run.log_step(step + 1, metrics)
             bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}",

@@ -1,25 +1,29 @@
-"""Per-step metrics: JSON lines on disk (flushed every step, so a crash keeps them), a console
-line, and a PNG plot of reward / pass rate / response length against step."""
+"""Per-step metrics: JSON lines on disk (flushed every step, so a crash keeps them) and a PNG
+plot of reward / pass rate / response length against step. The other sinks (TensorBoard, W&B,
+MLflow) are in tracking.py."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 
 class MetricsWriter:
-    def __init__(self, path: Path, truncate_after: int | None = None):
+    """``keep(record)`` decides which records of an earlier attempt stay (on resume: those before
+    the checkpoint; None keeps all)."""
+
+    def __init__(self, path: Path, keep: Callable[[dict], bool] | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if truncate_after is not None and self.path.exists():
-            self._truncate(truncate_after)
+        if keep is not None and self.path.exists():
+            self._truncate(keep)
         self._fh = self.path.open("a")
 
-    def _truncate(self, last_step: int) -> None:
-        """On resume: drop records of steps after the checkpoint (they will be redone)."""
-        keep = [ln for ln in self.path.read_text().splitlines()
-                if ln.strip() and json.loads(ln).get("step", -1) <= last_step]
-        self.path.write_text("".join(ln + "\n" for ln in keep))
+    def _truncate(self, keep: Callable[[dict], bool]) -> None:
+        """Drop the records that will be redone."""
+        rows = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
+        self.path.write_text("".join(ln + "\n" for ln in rows if keep(json.loads(ln))))
 
     def log(self, record: dict) -> None:
         self._fh.write(json.dumps(record, default=float) + "\n")
@@ -34,18 +38,27 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def plot_metrics(metrics_path: Path, out_png: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig = metrics_figure(read_metrics(metrics_path))
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return out_png
+
+
+def metrics_figure(rows: list[dict]):
+    """Reward, pass rate (train and held-out) and response length against the RL step."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_metrics(metrics_path)
     train = [r for r in rows if r.get("kind") == "train"]
     evals = [r for r in rows if r.get("kind") == "eval"]
-    panels = [("reward/mean", "reward"), ("pass_rate", "pass rate"),
-              ("response_len/mean", "response length")]
+    panels = [("reward/mean", "reward", "mean reward"), ("pass_rate", "pass rate", "pass rate"),
+              ("response_len/mean", "response length", "mean response length (tokens)")]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, (key, title) in zip(axes, panels):
+    for ax, (key, title, ylabel) in zip(axes, panels):
         pts = [(r["step"], r[key]) for r in train if key in r]
         if pts:
             ax.plot(*zip(*pts), label="train")
@@ -54,9 +67,8 @@ def plot_metrics(metrics_path: Path, out_png: Path) -> Path:
             if ev:
                 ax.plot(*zip(*ev), "o-", label="held-out")
         ax.set_title(title)
-        ax.set_xlabel("step")
+        ax.set_xlabel("RL step")
+        ax.set_ylabel(ylabel)
         ax.legend(loc="best")
     fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return out_png
+    return fig

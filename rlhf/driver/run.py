@@ -17,12 +17,14 @@ from tqdm import tqdm
 from rewards import RewardResult
 from rlhf.config import Recipe, RecipeError, check_resources
 from rlhf.driver.checkpoint import Checkpoints
-from rlhf.driver.data import PromptStream, load_source, longest_prompt, tokenize_prompts
+from rlhf.driver.data import DataError, PromptStream, load_prompts, longest_prompt
 from rlhf.driver.evaluation import eval_sampling, evaluate
-from rlhf.driver.metrics import MetricsWriter, plot_metrics
+from rlhf.driver.metrics import plot_metrics
 from rlhf.driver.placement import start_ray, start_roles
+from rlhf.driver.resume import RecipeChanged, ResumePoint, check_recipe
 from rlhf.driver.samples import Batch, build_samples, next_batch, train_sampling
 from rlhf.driver.scoring import Scorer, route_values
+from rlhf.driver.tracking import Tracker
 from rlhf.driver.warmup import supervised_warmup
 from rlhf.driver.windows import LengthWindows, generated_perplexity
 from rlhf.learner.batching import TrainSample
@@ -35,12 +37,16 @@ class Run:
     ``__exit__`` stops the actors and, on a failure, says where the metrics and the last
     checkpoint are (both intact)."""
 
-    def __init__(self, recipe: Recipe, address: str | None = None):
+    def __init__(self, recipe: Recipe, address: str | None = None,
+                 allow_recipe_change: bool = False):
         self.recipe = recipe
         self.address = address
+        self.allow_recipe_change = allow_recipe_change
         self.dir = Path(recipe.run.output_dir) / recipe.run.name
         self.checkpoints = Checkpoints(self.dir / "checkpoints", recipe.run.keep_checkpoints)
         self.start_step = 0
+        self.point = ResumePoint()
+        self._warmup_data: dict | None = None
         self.version = 0
         self._last_eval: int | None = None
 
@@ -48,6 +54,9 @@ class Run:
     def __enter__(self) -> Run:
         try:
             return self._setup()
+        except (RecipeError, RecipeChanged, DataError):  # bad input, nothing ran: the CLI says it
+            self._stop()
+            raise
         except BaseException as exc:  # what was started is stopped, the reason printed
             self.__exit__(type(exc), exc, exc.__traceback__)
             raise
@@ -57,14 +66,16 @@ class Run:
         errors = check_resources(r)
         if errors:
             raise RecipeError("recipe", errors)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "recipe.json").write_text(r.model_dump_json(indent=2))
+        ckpt = self.checkpoints.latest() if r.run.resume else None
+        changes = check_recipe(self.dir, r, ckpt, self.allow_recipe_change)  # writes recipe.json
+        for c in changes:
+            tqdm.write(f"recipe changed since {ckpt}: {c}")
         self.model_path = prepare_model(r.model, self.dir / "init_model")
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        self.train_ds = tokenize_prompts(load_source(r.data.train), self.tokenizer)
-        self.eval_ds = tokenize_prompts(load_source(r.data.eval), self.tokenizer) if r.data.eval else None
+        self.train_ds = load_prompts(r.data, "train", self.tokenizer)
+        self.eval_ds = load_prompts(r.data, "eval", self.tokenizer) if r.data.eval else None
         self.stream = PromptStream(len(self.train_ds), r.data.prompts_per_step, r.run.seed, r.data.shuffle)
         self.sampling = train_sampling(r.rollout)
         self.scorer = Scorer(r.rewards)
@@ -74,12 +85,11 @@ class Run:
         start_ray(r.train, r.rollout, self.address)
         context_len = longest_prompt(self.train_ds, self.eval_ds) + r.rollout.max_new_tokens
         self.learners, self.sync, self.rollouts = start_roles(r, self.model_path, context_len)
-        self._resume()
-        self.metrics = MetricsWriter(self.dir / "metrics.jsonl", truncate_after=self.start_step)
+        self._resume(ckpt)
+        self.metrics = Tracker(self.dir, r, self.point)
         return self
 
-    def _resume(self) -> None:
-        ckpt = self.checkpoints.latest() if self.recipe.run.resume else None
+    def _resume(self, ckpt: Path | None) -> None:
         if ckpt is None:
             return
         state = Checkpoints.driver_state(ckpt)
@@ -90,7 +100,12 @@ class Run:
         self.version = state["version"]
         self.push_weights(bump=False)
         self.start_step = state["step"]
-        tqdm.write(f"resumed from {ckpt} (step {self.start_step})")
+        warm = state.get("warmup") or {}  # absent: written after the warm-up
+        self.point = ResumePoint(self.start_step, warm.get("step", self.recipe.warmup.steps))
+        self._warmup_data = warm.get("data")
+        where = (f"warm-up step {self.point.warmup_step}" if self.point.warmup_step <
+                 self.recipe.warmup.steps else f"step {self.start_step}")
+        tqdm.write(f"resumed from {ckpt} ({where})")
 
     # ---- the step's glue -------------------------------------------------------------------
     def next_batch(self, step: int) -> Batch:
@@ -145,12 +160,20 @@ class Run:
 
     # ---- phases around the steps -------------------------------------------------------------
     def warmup(self) -> None:
+        """The supervised warm-up, or what is left of it after a resume; checkpointed every
+        ``warmup.save_every`` steps and at its end."""
         r = self.recipe
-        if r.warmup.steps == 0:
+        if self.point.warmup_step >= r.warmup.steps:
             return
-        ds = tokenize_prompts(load_source(r.data.warmup or r.data.train), self.tokenizer)
-        supervised_warmup(self.learners, r.warmup, ds, self.tokenizer, r.run.seed + 1, self.metrics.log)
+        ds = load_prompts(r.data, "warmup" if r.data.warmup else "train", self.tokenizer)
+        supervised_warmup(self.learners, r.warmup, ds, self.tokenizer, r.run.seed + 1, self.metrics.log,
+                          start=self.point.warmup_step, data_state=self._warmup_data,
+                          save=self._save_warmup)
         self.push_weights(bump=False)
+
+    def _save_warmup(self, done: int, data_state: dict) -> None:
+        self.point = ResumePoint(0, done)
+        self.save(0, warmup={"step": done, "data": data_state})
 
     def evaluate(self, step: int) -> dict:
         if self.eval_ds is None or self._last_eval == step:
@@ -163,10 +186,11 @@ class Run:
                    f"({len(self.eval_ds)} problems x {sampling.n} samples)")
         return m
 
-    def save(self, step: int) -> Path:
+    def save(self, step: int, warmup: dict | None = None) -> Path:
         windows = self.windows.state() if self.windows else None
         return self.checkpoints.save(step, self.learners, {
-            "version": self.version, "data": self.stream.state(), "windows": windows})
+            "version": self.version, "data": self.stream.state(), "windows": windows,
+            "warmup": warmup or {"step": self.recipe.warmup.steps}})
 
     # ---- end ---------------------------------------------------------------------------
     def finish(self) -> dict:
@@ -182,14 +206,20 @@ class Run:
         return summary
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        import ray
 
         if exc is not None:
-            ckpt = self.checkpoints.latest() if hasattr(self, "learners") else None
+            ckpt = self.checkpoints.latest()
             where = f"the last checkpoint is {ckpt}" if ckpt else "no checkpoint was written yet"
-            print(f"\nrun failed: {type(exc).__name__}: {exc}\nmetrics so far: "
-                  f"{self.dir / 'metrics.jsonl'}; {where}. Run the same command again to resume.",
-                  file=sys.stderr)
+            what = ("interrupted" if isinstance(exc, KeyboardInterrupt)
+                    else f"run failed: {type(exc).__name__}: {exc}")
+            print(f"\n{what}\nmetrics so far: {self.dir / 'metrics.jsonl'}; {where}. "
+                  "Run the same command again to resume.", file=sys.stderr)
+        self._stop()
+
+    def _stop(self) -> None:
+        """Close the sinks and verifiers and stop the actors, whatever failed."""
+        import ray
+
         if hasattr(self, "metrics"):
             self.metrics.close()
         if hasattr(self, "scorer"):

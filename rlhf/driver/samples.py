@@ -49,7 +49,7 @@ def next_batch(stream: PromptStream, dataset, step: int, seed: int) -> Batch:
 def train_sampling(ro: RolloutConfig) -> SamplingConfig:
     """How training prompts are sampled (a length window in force lowers ``max_tokens``)."""
     return SamplingConfig(n=ro.samples_per_prompt, temperature=ro.temperature, top_p=ro.top_p,
-                          top_k=ro.top_k, max_tokens=ro.max_new_tokens,
+                          top_k=ro.top_k, min_p=ro.min_p, max_tokens=ro.max_new_tokens,
                           repetition_window=ro.repetition_stop.window,
                           repetition_prob=ro.repetition_stop.prob)
 

@@ -21,16 +21,31 @@ def cosine_lr(step: int, total: int, peak: float, floor: float = 0.1) -> float:
 
 
 def supervised_warmup(learners: Any, cfg: WarmupConfig, dataset, tokenizer, seed: int,
-                      log: Callable[[dict], None]) -> None:
-    """``learners`` (a LearnerGroup) take ``cfg.steps`` SFT steps on prompt + solution + EOS
-    from a tokenized ``dataset``; each step's metrics go to ``log``."""
+                      log: Callable[[dict], None], start: int = 0, data_state: dict | None = None,
+                      save: Callable[[int, dict], None] | None = None) -> None:
+    """``learners`` (a LearnerGroup) take warm-up steps ``start + 1 .. cfg.steps`` (SFT on
+    prompt + solution + EOS) from a tokenized ``dataset``; each step's metrics go to ``log``
+    (names ``warmup/...``). ``data_state`` is the example stream's position after step
+    ``start`` (from a checkpoint); ``save(steps_done, data_state)`` is called every
+    ``cfg.save_every`` steps and after the last one."""
     if "solution" not in dataset.column_names:
-        raise ValueError("warm-up needs a `solution` column in data.warmup (or data.train)")
+        raise ValueError("warm-up needs a `solution` column in data.warmup (or data.train); "
+                         f"columns found: {', '.join(dataset.column_names)} (map one with "
+                         "data.train.columns: {solution: NAME})")
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     stream = PromptStream(len(dataset), cfg.batch_size, seed)
-    for i in tqdm(range(cfg.steps), desc="warm-up", unit="step"):
+    if data_state is not None:
+        stream.load_state(data_state)
+    for i in tqdm(range(start, cfg.steps), desc="warm-up", unit="step", initial=start,
+                  total=cfg.steps):
         rows = dataset.select(stream.next_indices())
-        samples = [TrainSample(row["prompt_ids"] + tokenizer(row["solution"]).input_ids + eos,
+        samples = [TrainSample(row["prompt_ids"] + tokenizer(row["solution"], add_special_tokens=False).input_ids
+                               + eos,
                                len(row["prompt_ids"])) for row in rows]
-        m = learners.sft_step(samples, cosine_lr(i, cfg.steps, cfg.lr))
-        log({"kind": "warmup", "step": 0, "warmup_step": i + 1, **m})
+        lr = cosine_lr(i, cfg.steps, cfg.lr)
+        m = learners.sft_step(samples, lr)
+        log({"kind": "warmup", "step": 0, "warmup_step": i + 1, "warmup/lr": lr,
+             **{f"warmup/{k}": v for k, v in m.items()}})
+        done = i + 1
+        if save is not None and (done == cfg.steps or (cfg.save_every and done % cfg.save_every == 0)):
+            save(done, stream.state())

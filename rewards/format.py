@@ -18,7 +18,7 @@ Options:
 from __future__ import annotations
 
 from rewards.base import BaseVerifier, RewardResult, register_verifier
-from rewards.extract import THINK_CLOSE, last_boxed
+from rewards.extract import THINK_CLOSE, last_boxed, strip_think
 
 THINK_OPEN = "<think>"
 
@@ -38,7 +38,7 @@ class FormatVerifier(BaseVerifier):
             return RewardResult(0.0, False, {"reason": "thinking not finished (no </think>)"})
         if closes > self.max_think_closes:
             return RewardResult(0.0, False, {"reason": f"{closes} </think> tags"})
-        tail = response[response.rfind(THINK_CLOSE) + len(THINK_CLOSE):] if closes else response
+        tail = strip_think(response) or ""
         if self.require_boxed and last_boxed(tail) is None:
             return RewardResult(0.0, False, {"reason": "no boxed answer after the thinking section"})
         return RewardResult(1.0, True, {"reason": "ok"})

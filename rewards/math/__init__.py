@@ -82,6 +82,7 @@ from rewards.extract import (
     extract_choice,
     last_boxed,
     looks_like_code,
+    strip_think,
 )
 from rewards.math._worker import backend_problems
 from rewards.math.fastparse import structural_compare
@@ -299,8 +300,7 @@ class MathVerifier(BaseVerifier):
         return RewardResult(float(ok), ok, info)
 
     def _score_choice(self, response: str, letter: str, info: dict) -> RewardResult:
-        body = response if not self.require_think_close else (
-            response[response.rfind("</think>") + 8:] if "</think>" in response else None)
+        body = strip_think(response, require_close=True) if self.require_think_close else response
         if body is None:
             pred = None
         elif self.extract == "lenient":

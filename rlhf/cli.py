@@ -1,4 +1,4 @@
-"""``rlhf`` command line: train, validate, eval, recipe-fields, build-model, mismatch."""
+"""``rlhf`` command line: train, validate, eval, export, recipe-fields, build-model, mismatch."""
 
 from __future__ import annotations
 
@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     from rlhf.driver.eval_command import add_parser as add_eval_parser
 
     add_eval_parser(sub, _load)
+    from rlhf.driver.export import add_parser as add_export_parser
+
+    add_export_parser(sub)
     from rlhf.recipe_fields import add_parser as add_fields_parser
 
     add_fields_parser(sub)

@@ -367,7 +367,7 @@ class LearnerWorker:
     def load(self, path: str) -> int:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
 
-        state = torch.load(Path(path) / "learner.pt", map_location="cpu", weights_only=False)
+        state = torch.load(Path(path) / "learner.pt", map_location="cpu", weights_only=True)
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         set_state_dict(self.policy, self.optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optim"], options=opts)

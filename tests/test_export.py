@@ -1,22 +1,12 @@
 """`rlhf export CHECKPOINT OUT_DIR` (rlhf/driver/export.py): a step checkpoint or a run directory
 becomes a Hugging Face safetensors checkpoint with the step's weights, in the training dtype."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).parent.parent
-QS = str(ROOT / "recipes" / "quickstart.yaml")
-
-
-def _rlhf(*args):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "rlhf.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+from tests.test_eval_command import QS, _rlhf  # the CLI runner the eval tests use
 
 
 def _logits(model_dir: Path, dtype=torch.float32) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""``rlhf`` command line: train, validate, eval, export, recipe-fields, build-model, mismatch."""
+"""``rlhf`` command line: train, validate, eval, export, sweep, recipe-fields, build-model, mismatch."""
 
 from __future__ import annotations
 
@@ -74,6 +74,11 @@ def cmd_train(args) -> int:
     except (VerifierUnavailable, VerifierErrors):
         return 3  # the run printed the reason and where its metrics and checkpoint are
     print("summary:", summary)
+    from rlhf.driver.evaluation import before_after_line
+
+    line = before_after_line(summary)
+    if line:
+        print(line)
     return 0
 
 
@@ -118,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     from rlhf.driver.export import add_parser as add_export_parser
 
     add_export_parser(sub)
+    from rlhf.sweep.command import add_parser as add_sweep_parser
+
+    add_sweep_parser(sub)
     from rlhf.recipe_fields import add_parser as add_fields_parser
 
     add_fields_parser(sub)

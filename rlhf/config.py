@@ -235,9 +235,17 @@ class LossSection(Section):
 class CispoLoss(LossSection):
     type: Literal["cispo"] = "cispo"
     eps_low: float | None = Field(None, ge=0.0, description="Lower IS-weight bound 1 - eps_low; null: none (M1).")
-    eps_high: float = Field(5.0, gt=0.0, description="Upper IS-weight bound 1 + eps_high. M1 does not publish it; 5.0 follows ScaleRL/TRL.")
+    eps_high: float = Field(5.0, gt=0.0, description="Upper IS-weight bound, relative (M1's convention): weight <= 1 + eps_high, so 5.0 caps at 6. M1 does not publish its value.")
+    weight_cap: float | None = Field(None, gt=1.0, description="Upper IS-weight bound, absolute (TRL's/ScaleRL's epsilon_high convention: their 5.0 is weight_cap 5.0); replaces 1 + eps_high. Give one of the two.")
     unified_mask: bool = Field(False, description="M1 eq. 7 token mask (PPO trust region).")
     agg: Agg = Field("token-mean", description="Loss aggregation.")
+
+    @model_validator(mode="after")
+    def _one_upper_bound(self):
+        if self.weight_cap is not None and "eps_high" in self.model_fields_set:
+            raise ValueError(f"give one upper bound: eps_high ({self.eps_high}, relative: weight <= "
+                             f"1 + eps_high) or weight_cap ({self.weight_cap}, absolute), not both")
+        return self
 
 
 class GrpoLoss(LossSection):
@@ -295,6 +303,7 @@ class WarmupConfig(Section):
     batch_size: int = Field(32, ge=1, description="Examples per warm-up step.")
     lr: float = Field(1e-3, gt=0.0, description="Warm-up learning rate (cosine decay to 10%).")
     save_every: int = Field(0, ge=0, description="Checkpoint every N warm-up steps, so that an interrupted warm-up resumes where it was (0: only at its end).")
+    reset_optimizer: bool = Field(True, description="Start RL with fresh AdamW moments, as from a separately trained SFT checkpoint; false: RL continues the warm-up's moments (the warm-up and RL share one optimizer).")
 
 
 class PrecisionConfig(Section):

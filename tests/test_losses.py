@@ -72,6 +72,21 @@ def test_cispo_closed_form_value_and_gradient():
     assert m["ratio_mean"] == pytest.approx(1.5)
 
 
+def test_cispo_weight_cap_is_the_absolute_bound_of_trl_and_scalerl():
+    # r = [2, 1]; weight_cap 1.5 (absolute) is eps_high 0.5 (relative): weight [1.5, 1]
+    logprobs = _lp(0.5, 0.25).requires_grad_(True)
+    old, adv, mask = _lp(0.25, 0.25), torch.tensor([2.0], dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64)
+    loss, m = bind_policy_loss(CispoLoss(weight_cap=1.5))(logprobs, old, adv, mask)
+    assert loss.item() == pytest.approx(3.5 * LN2, abs=1e-12) and m["clip_frac_upper"] == pytest.approx(0.5)
+    loss.backward()
+    assert torch.allclose(logprobs.grad, torch.tensor([[-1.5, -1.0]], dtype=torch.float64), atol=1e-12)
+    loss, m = bind_policy_loss(CispoLoss(weight_cap=2.5))(logprobs, old, adv, mask)  # above r: no clip
+    assert m["clip_frac_upper"] == 0.0
+    assert CispoLoss().eps_high == 5.0 and CispoLoss().weight_cap is None  # default cap: 1 + 5 = 6
+    with pytest.raises(ValueError, match="give one upper bound: eps_high"):
+        CispoLoss(eps_high=4.0, weight_cap=5.0)
+
+
 def test_cispo_no_lower_bound_by_default_and_eps_low_clips():
     logprobs = _lp(0.1).requires_grad_(True)  # r = 0.1 / 0.5 = 0.2
     old = _lp(0.5)

@@ -11,6 +11,7 @@ import importlib
 from types import ModuleType
 
 _TASK_MODULES = {"arithmetic": "rewards.tasks.arithmetic", "countdown": "rewards.tasks.countdown",
+                 "countdown_compact": "rewards.tasks.countdown_compact",
                  "logic": "rewards.tasks.logic"}
 
 

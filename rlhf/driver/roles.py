@@ -66,6 +66,9 @@ class LearnerGroup:
         return _reduce_metrics(ray.get([a.train.remote([m[r::n] for m in minis])
                                         for r, a in enumerate(self.actors)]))
 
+    def reset_optimizer(self) -> None:
+        self._all("reset_optimizer")
+
     def sft_step(self, samples: list[TrainSample], lr: float) -> dict[str, float]:
         n = len(self.actors)
         return _reduce_metrics(ray.get([a.sft_step.remote(samples[r::n], lr)

@@ -18,7 +18,7 @@ from rewards import RewardResult
 from rlhf.config import Recipe, RecipeError, check_resources
 from rlhf.driver.checkpoint import Checkpoints
 from rlhf.driver.data import DataError, PromptStream, load_prompts, longest_prompt
-from rlhf.driver.evaluation import eval_sampling, evaluate
+from rlhf.driver.evaluation import before_after, eval_sampling, evaluate, save_problem_rates
 from rlhf.driver.metrics import plot_metrics
 from rlhf.driver.placement import start_ray, start_roles
 from rlhf.driver.resume import RecipeChanged, ResumePoint, check_recipe
@@ -102,6 +102,8 @@ class Run:
         self.start_step = state["step"]
         warm = state.get("warmup") or {}  # absent: written after the warm-up
         self.point = ResumePoint(self.start_step, warm.get("step", self.recipe.warmup.steps))
+        if self.start_step == 0 and self.point.warmup_step >= self.recipe.warmup.steps:
+            self._end_warmup()
         self._warmup_data = warm.get("data")
         where = (f"warm-up step {self.point.warmup_step}" if self.point.warmup_step <
                  self.recipe.warmup.steps else f"step {self.start_step}")
@@ -169,7 +171,14 @@ class Run:
         supervised_warmup(self.learners, r.warmup, ds, self.tokenizer, r.run.seed + 1, self.metrics.log,
                           start=self.point.warmup_step, data_state=self._warmup_data,
                           save=self._save_warmup)
+        self._end_warmup()
         self.push_weights(bump=False)
+
+    def _end_warmup(self) -> None:
+        """RL starts with fresh optimizer moments (``warmup.reset_optimizer``); also after a
+        resume from the end-of-warm-up checkpoint, which holds the warm-up's moments."""
+        if self.recipe.warmup.steps and self.recipe.warmup.reset_optimizer:
+            self.learners.reset_optimizer()
 
     def _save_warmup(self, done: int, data_state: dict) -> None:
         self.point = ResumePoint(0, done)
@@ -180,8 +189,9 @@ class Run:
             return {}
         self._last_eval = step
         sampling = eval_sampling(self.recipe.rollout)
-        m = evaluate(self.rollouts, self.scorer, self.eval_ds, sampling)
+        m, per_problem = evaluate(self.rollouts, self.scorer, self.eval_ds, sampling)
         self.metrics.log({"kind": "eval", "step": step, **m})
+        save_problem_rates(self.dir, step, per_problem)
         tqdm.write(f"[eval] step {step}: held-out pass rate {m['eval/pass_rate']:.3f} "
                    f"({len(self.eval_ds)} problems x {sampling.n} samples)")
         return m
@@ -199,7 +209,8 @@ class Run:
             self.save(r.run.steps)
         final_eval = self.evaluate(r.run.steps)
         self.learners.save_hf(str(self.dir / "final_model"), self.model_path)
-        summary = {"steps": r.run.steps, "run_dir": str(self.dir), **final_eval}
+        summary = {"steps": r.run.steps, "run_dir": str(self.dir), **final_eval,
+                   **before_after(self.dir, r.run.steps)}
         if r.run.plot:
             summary["plot"] = str(plot_metrics(self.dir / "metrics.jsonl", self.dir / "metrics.png"))
         (self.dir / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -112,20 +112,25 @@ def _ratio_metrics(ratio: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.T
 @register_policy_loss("cispo")
 def cispo_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
                mask: torch.Tensor, *, eps_low: float | None, eps_high: float, unified_mask: bool,
-               agg: Agg, denom: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               agg: Agg, weight_cap: float | None, denom: float | None = None,
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """CISPO, MiniMax-M1 eq. 4-5: clip the importance-sampling weight, not the update.
 
         J = (1 / sum_i |o_i|) sum_i sum_t sg(clip(r, 1 - eps_low, 1 + eps_high)) * A * log pi
 
+    Bounds: M1 writes them relative to 1 (``1 + eps_high``); ``weight_cap`` states the upper
+    bound as an absolute number instead (TRL's and ScaleRL's ``epsilon_high`` convention:
+    their 5.0 is ``weight_cap: 5.0``, i.e. ``eps_high: 4.0`` here) and replaces ``1 + eps_high``.
     ``eps_low=None`` means no lower bound (M1's setting). With ``unified_mask`` (M1 eq. 7) a
-    token gets weight 0 where (A > 0 and r > 1 + eps_high) or (A < 0 and r < 1 - eps_low),
-    which recovers PPO's trust region. No KL term.
+    token gets weight 0 where (A > 0 and r > upper) or (A < 0 and r < 1 - eps_low), which
+    recovers PPO's trust region. No KL term.
     """
     adv = _broadcast_adv(advantages, logprobs)  # [N, T]
     ratio = torch.exp(logprobs.detach() - old_logprobs)  # [N, T]
     lo = None if eps_low is None else 1.0 - eps_low
-    weight = torch.clamp(ratio, min=lo, max=1.0 + eps_high)  # sg(clip(r)) [N, T]
-    above = ratio > 1.0 + eps_high
+    hi = weight_cap if weight_cap is not None else 1.0 + eps_high
+    weight = torch.clamp(ratio, min=lo, max=hi)  # sg(clip(r)) [N, T]
+    above = ratio > hi
     below = ratio < lo if lo is not None else torch.zeros_like(above)
     keep = torch.ones_like(ratio)
     if unified_mask:

@@ -255,6 +255,10 @@ class LearnerWorker:
                 n = mini[i].response_len
                 mini[i].old_logprobs, pos = flat[pos:pos + n], pos + n
 
+    def reset_optimizer(self) -> None:
+        """Forget AdamW's moments and step counts (between the warm-up and RL)."""
+        self.optimizer.state.clear()
+
     def sft_step(self, samples: list[TrainSample], lr: float) -> dict[str, float]:
         """One supervised step: maximise the log-likelihood of the response tokens."""
         for g in self.optimizer.param_groups:

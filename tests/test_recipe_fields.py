@@ -49,7 +49,7 @@ def test_the_command_prints_a_section_with_types_defaults_limits_and_description
     out = _rlhf("recipe-fields", "loss")
     assert out.returncode == 0
     assert "[loss (type: cispo)]" in out.stdout and "[loss (type: grpo)]" in out.stdout
-    assert "  loss.eps_high: float = 5.0  (> 0.0)\n      Upper IS-weight bound 1 + eps_high." in out.stdout
+    assert "  loss.eps_high: float = 5.0  (> 0.0)\n      Upper IS-weight bound, relative (M1's convention): weight <= 1 + eps_high" in out.stdout
     assert "loss.agg: \"token-mean\" | \"seq-mean\" = \"token-mean\"" in out.stdout
     assert "rollout" not in out.stdout
     out = _rlhf("recipe-fields", "rollout.engine")

@@ -9,7 +9,9 @@ from rlhf.config import CispoLoss, GrpoLoss, RecipeError, check_resources, load_
 from rollout.engines import HFEngineConfig, VLLMEngineConfig
 
 pytestmark = pytest.mark.unit
-RECIPES = sorted((Path(__file__).parent.parent / "recipes").rglob("*.yaml"))
+ALL_YAML = sorted((Path(__file__).parent.parent / "recipes").rglob("*.yaml"))
+SWEEPS = [p for p in ALL_YAML if "axes" in (yaml.safe_load(p.read_text()) or {})]
+RECIPES = [p for p in ALL_YAML if p not in SWEEPS]
 
 
 def test_there_are_recipes():
@@ -23,6 +25,15 @@ def test_every_recipe_loads_and_has_a_header(path):
     head = path.read_text().splitlines()[:3]
     assert head and head[0].startswith("#"), f"{path} must start with a header comment"
     assert "rlhf train" in path.read_text(), f"{path} header must give the launch command"
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: str(p.relative_to(p.parents[1])))
+def test_every_sweep_builds_valid_recipes_and_has_a_header(path):
+    from rlhf.sweep.spec import build_recipes, load_spec
+
+    recipes = build_recipes(load_spec(path), path, check_files=False)
+    assert len(recipes) >= 2
+    assert path.read_text().startswith("#") and "rlhf sweep" in path.read_text()
 
 
 def _minimal(**extra):

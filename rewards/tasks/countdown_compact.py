@@ -52,10 +52,11 @@ def solve(task: dict) -> str:
     nums, target = list(task["numbers"]), int(task["target"])
     lines: list[str] = []
     found = _search([(Fraction(n), str(n)) for n in nums], target, 0, lines)
-    if found is None:
-        found = task["construction"]
-        lines.append(f"= {found}")
-    expr = found[1:-1] if found.startswith("(") and found.endswith(")") else found
+    if found is None:  # search budget spent: the construction (already without outer parens)
+        expr = task["construction"]
+        lines.append(f"= {expr}")
+    else:  # the search wraps every combination in parentheses
+        expr = found[1:-1] if found.startswith("(") and found.endswith(")") else found
     return "<think>" + "\n".join(lines) + "</think>\\boxed{" + expr + "}"
 
 

@@ -39,7 +39,7 @@ def evaluate(rollouts: Any, scorer: Scorer, dataset, sampling: SamplingConfig,
     passed, drawn = [0] * len(rows), [0] * len(rows)
     for c, x in zip(comps, results):
         drawn[c.prompt_index] += 1
-        passed[c.prompt_index] += int(x.correct)
+        passed[c.prompt_index] += int(bool(x.correct))
     per_problem = [p / max(d, 1) for p, d in zip(passed, drawn)]
     return {"eval/pass_rate": sum(1 for x in results if x.correct) / len(results),
             "eval/reward_mean": sum(x.score for x in results) / len(results),

@@ -25,7 +25,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from rlhf.config import Recipe, RecipeError, apply_override, check_resources, parse_recipe, resolve_paths
+from rlhf.config import (
+    Recipe,
+    RecipeError,
+    apply_override,
+    check_resources,
+    parse_recipe,
+    resolve_paths,
+)
 
 
 class SweepSpec(BaseModel):
@@ -110,11 +117,12 @@ def sweep_dir(spec: SweepSpec) -> Path:
 
 
 def build_recipes(spec: SweepSpec, sweep_path: str | Path, cli_overrides: list[str] | None = None,
-                  ) -> dict[str, Recipe]:
+                  check_files: bool = True) -> dict[str, Recipe]:
     """Every run's recipe, by run name, written to ``runs/<name>`` under the sweep directory;
     raises one :class:`RecipeError` with every problem of every run (nothing has run yet).
     ``cli_overrides`` apply to every run after the sweep's own (paths in them are relative to
-    the working directory, as with ``rlhf train``)."""
+    the working directory, as with ``rlhf train``). ``check_files``: also check that models
+    and data files exist (off: only the recipes' own validation)."""
     sweep_path = Path(sweep_path)
     base = (sweep_path.parent / spec.base).resolve()
     if not base.is_file():
@@ -137,7 +145,8 @@ def build_recipes(spec: SweepSpec, sweep_path: str | Path, cli_overrides: list[s
         except RecipeError as exc:
             errors += [f"{run.name}: {e}" for e in exc.errors]
             continue
-        errors += [f"{run.name}: {e}" for e in check_resources(recipe, base.parent)]
+        if check_files:
+            errors += [f"{run.name}: {e}" for e in check_resources(recipe, base.parent)]
         recipes[run.name] = recipe
     errors += _reference_errors(spec)
     if errors:

@@ -3,14 +3,15 @@
 import pytest
 
 from rewards import get_verifier
-from rewards.tasks import countdown, logic
+from rewards.tasks import countdown, countdown_compact, logic
 
 pytestmark = pytest.mark.unit
 
 KEYS = {"prompt", "answer", "solution", "verifier", "id", "difficulty"}
 
 
-@pytest.mark.parametrize("mod", [countdown, logic], ids=["countdown", "logic"])
+@pytest.mark.parametrize("mod", [countdown, countdown_compact, logic],
+                         ids=["countdown", "countdown_compact", "logic"])
 def test_generate_is_seeded_and_shaped(mod):
     a, b = mod.generate(5, difficulty=2, seed=3), mod.generate(5, difficulty=2, seed=3)
     assert a == b and len(a) == 5
@@ -20,7 +21,8 @@ def test_generate_is_seeded_and_shaped(mod):
         mod.generate(1, difficulty=0)
 
 
-@pytest.mark.parametrize("mod", [countdown, logic], ids=["countdown", "logic"])
+@pytest.mark.parametrize("mod", [countdown, countdown_compact, logic],
+                         ids=["countdown", "countdown_compact", "logic"])
 @pytest.mark.parametrize("difficulty", [1, 2, 3, 4])
 def test_reference_solutions_verify(mod, difficulty):
     tasks = mod.generate(6, difficulty=difficulty, seed=0)
@@ -31,7 +33,8 @@ def test_reference_solutions_verify(mod, difficulty):
         assert r.score == 1.0 and r.correct, r.info
 
 
-@pytest.mark.parametrize("mod", [countdown, logic], ids=["countdown", "logic"])
+@pytest.mark.parametrize("mod", [countdown, countdown_compact, logic],
+                         ids=["countdown", "countdown_compact", "logic"])
 def test_traces_grow_with_difficulty(mod):
     def mean_lines(d):
         return sum(t["solution"].count("\n") for t in mod.generate(8, difficulty=d, seed=1)) / 8
@@ -102,3 +105,13 @@ def test_datasets_roundtrip(tmp_path):
             assert len(ds) == 4
             row = ds[0]
             assert get_verifier(row["verifier"])(row["solution"], row).score == 1.0
+
+
+def test_countdown_compact_is_short_with_a_dead_end_mark_per_failed_attempt():
+    rows = countdown_compact.generate(400, difficulty=1, seed=1)
+    lengths = sorted(len(r["solution"]) for r in rows)
+    assert lengths[200] < 160 and max(len(r["prompt"]) for r in rows) < 50  # median, prompt
+    task = {"numbers": [1, 3, 8], "target": 5, "construction": "8-(1*3)"}
+    assert countdown_compact.solve(task) == (
+        "<think>1+3=4\n 8+4=12 x\n 8-4=4 x\n 8*4=32 x\n 8/4=2 x\n1*3=3\n 8+3=11 x\n 8-3=5 !"
+        "</think>\\boxed{8-(1*3)}")

@@ -16,6 +16,7 @@ the post-hoc cut decodes every loop to ``--new`` tokens first.
 Rows (same prompts and per-prompt seeds; modes alternated, ``--repeats`` each):
   looping  model made to loop: abort vs post hoc (wall time, tokens decoded, samples/s)
   control  the model at norm 16 (nothing loops): what the abort path costs when it never fires
+           (``--control-repeats``)
 
     python benchmarks/bench_repetition_stop.py                  # writes $OUT or benchmarks/results
     python benchmarks/bench_repetition_stop.py --prompts 64 --new 512 --repeats 1   # quick
@@ -109,7 +110,8 @@ def main() -> None:
                     help="full-length sequences the KV cache holds (the KV limit)")
     ap.add_argument("--loop-share", type=float, default=0.5, help="target share of looping samples")
     ap.add_argument("--probe", type=int, default=32, help="prompts of each scale probe")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2, help="runs of each mode, looping model")
+    ap.add_argument("--control-repeats", type=int, default=1, help="the same, control model")
     ap.add_argument("--no-control", action="store_true", help="skip the non-looping control")
     ap.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results"))
     ap.add_argument("--tag", default="")
@@ -148,7 +150,7 @@ def main() -> None:
     res["looping"] = compare(engine, batch, seeds, sampling, args.repeats)
     if not args.no_control:
         engine.update_weights(state_dict(model, NORM_SCALE))
-        res["control"] = compare(engine, batch, seeds, sampling, args.repeats)
+        res["control"] = compare(engine, batch, seeds, sampling, args.control_repeats)
     tag = "h200" if "H200" in gpu else "h100" if "H100" in gpu else "gpu"
     Path(args.out).mkdir(parents=True, exist_ok=True)
     Path(args.out, f"repetition_stop_{tag}{args.tag}.json").write_text(json.dumps(res, indent=2))

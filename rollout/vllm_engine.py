@@ -17,7 +17,11 @@ finish reason, one seed per prompt. Token ids go in and out
   step (:meth:`VLLMEngine._generate_abort`) and aborts it the step the rule fires, so it leaves
   the batch; ``"processor"`` registers :class:`rollout.vllm_repetition.RepetitionStopLogitsProcessor`,
   which forces EOS, but a custom logits processor moves vLLM 0.26 to its V1 model runner
-  (10-30% slower decoding measured on an H100). Recipe switch: ``rollout.engine.decode_time``.
+  (10-30% slower decoding measured on an H100). ``"auto"`` (the default) aborts when a call's
+  batch needs more KV than the engine's cache holds (:meth:`VLLMEngine.abort_pays`), where a
+  stopped loop frees blocks for a waiting request (1.11-1.28x faster rollouts measured on an
+  H200, benchmarks/GPU_RESULTS.md section 12), and cuts post hoc otherwise, where streaming
+  costs ~8% (section 8). Recipe switch: ``rollout.engine.decode_time``.
 * Weights: ``update_weights`` loads a Hugging Face-named state dict in place, over CUDA IPC
   when the tensors are on this engine's GPU and the run's transport is ``ipc``
   (``EngineSetup.weight_transfer``), else through ``collective_rpc`` (the tensors travel pickled).
@@ -129,7 +133,9 @@ class VLLMEngine:
 
         params = [self.sampling_params(sampling, seeds[i] if seeds is not None else sampling.seed)
                   for i in range(len(prompt_token_ids))]
-        if self.decode_time == "abort" and sampling.repetition_window > 0:
+        abort = self.decode_time == "abort" or (self.decode_time == "auto"
+                                                and self.abort_pays(prompt_token_ids, sampling))
+        if abort and sampling.repetition_window > 0:
             return self._generate_abort(prompt_token_ids, params, sampling)
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(ids)) for ids in prompt_token_ids],
                                  params, use_tqdm=False)
@@ -144,6 +150,17 @@ class VLLMEngine:
                                                        sampling.repetition_prob)
                 result.append(Completion(i, ids, lps, reason, extra=engine))
         return result
+
+    def kv_cache_tokens(self) -> int:
+        """Tokens the engine's KV cache holds (its blocks x block size, as vLLM sized them)."""
+        cache = self.llm.llm_engine.vllm_config.cache_config
+        return (cache.num_gpu_blocks or 0) * (cache.block_size or 16)
+
+    def abort_pays(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig) -> bool:
+        """``decode_time: auto``: abort when the batch at full length (every sample's prompt +
+        ``max_tokens``) does not fit in the KV cache at once, so requests wait for blocks."""
+        need = sum(len(p) + sampling.max_tokens for p in prompt_token_ids) * sampling.n
+        return need > self.kv_cache_tokens()
 
     def _generate_abort(self, prompt_token_ids, params, sampling: SamplingConfig) -> list[Completion]:
         """M1's rule at decode time without touching the sampler: every sample is its own

@@ -78,7 +78,8 @@ def tiny_engine(tmp_path_factory):
     d = build_tiny_model(tmp_path_factory.mktemp("vllm") / "m", hidden_size=256, num_layers=2,
                          num_heads=4, num_kv_heads=2)
     eng = VLLMEngine(str(d), VLLMEngineConfig(gpu_memory_utilization=0.3, max_model_len=1024),
-                     EngineSetup(dtype="bfloat16", lm_head_fp32=True, sleep_mode=True, seed=0))
+                     EngineSetup(dtype="bfloat16", lm_head_fp32=True, sleep_mode=True, seed=0,
+                                 weight_transfer="ipc"))  # colocated: sleep mode + CUDA IPC
     return str(d), eng
 
 
@@ -127,3 +128,230 @@ def test_vllm_weight_update_sleep_and_wake(tiny_engine):
     print("sleep freed GiB", freed / 2**30)
     assert freed > 0.2 * 2**30  # the KV cache went back
     assert [c.token_ids for c in eng.generate(prompts, greedy)] == before
+
+
+# ---- M1's repetition stop inside real vLLM (abort path) --------------------------------------
+def _looping(path, scale):
+    """The tiny model made to loop: its final norm scaled up peaks every next-token
+    distribution, so a sample that falls into a cycle of confident tokens stays in it."""
+    from safetensors.torch import load_file
+
+    sd = load_file(f"{path}/model.safetensors")
+    sd["model.norm.weight"] = sd["model.norm.weight"] * scale
+    return sd
+
+
+def test_vllm_abort_repetition_stop_fires_and_leaves_the_other_samples_unchanged(tiny_engine):
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    from rollout.base import SamplingConfig
+    from rollout.repetition import first_repetition_stop
+
+    path, eng = tiny_engine
+    W, N = 64, 512
+    prompts, seeds = [[5 + i, 6, 7, 8 + i] for i in range(16)], list(range(100, 116))
+    rule = SamplingConfig(n=2, max_tokens=N, repetition_window=W, repetition_prob=0.99)
+    try:
+        for scale in (64.0, 96.0, 48.0, 128.0, 32.0):  # 64: 13 of 32 loop on CPU (fp32)
+            eng.update_weights(_looping(path, scale))
+            eng.decode_time = "off"
+            free = eng.generate(prompts, replace(rule, repetition_window=0), seeds)  # rule off
+            stops = [first_repetition_stop(c.logprobs, W, 0.99) for c in free]
+            if 4 <= sum(s is not None for s in stops) <= len(stops) - 4:
+                break
+        else:
+            pytest.fail(f"no norm scale made some samples loop and others not: {stops}")
+        eng.decode_time = "abort"
+        aborted = eng.generate(prompts, rule, seeds)
+        eng.decode_time = "off"
+        posthoc = eng.generate(prompts, rule, seeds)
+    finally:
+        eng.decode_time = "off"
+        eng.update_weights(load_file(f"{path}/model.safetensors"))
+    fired = [i for i, s in enumerate(stops) if s is not None]
+    first_abort = min(stops[i] for i in fired) + 1  # the step the first sample left the batch
+    same = [a.token_ids == f.token_ids[:len(a.token_ids)] and
+            len(a.token_ids) == (len(f.token_ids) if s is None else s + 1)
+            for a, f, s in zip(aborted, free, stops, strict=True)]
+    print("repetition stop: scale", scale, "fired", len(fired), "of", len(stops),
+          "identical to the rule-off sample", sum(same), "decoded abort / post hoc",
+          sum(c.extra["engine_tokens"] for c in aborted), sum(c.extra["engine_tokens"] for c in posthoc))
+    assert [c.prompt_index for c in aborted] == [c.prompt_index for c in free]
+    for i, (f, a, p) in enumerate(zip(free, aborted, posthoc, strict=True)):
+        # the post-hoc cut: the same decode as the rule off, cut where the rule fires
+        assert p.token_ids == f.token_ids[:len(p.token_ids)] and p.extra["engine_tokens"] == len(f.token_ids), i
+        assert p.finish_reason == ("repetition" if stops[i] is not None else f.finish_reason), i
+        # until the first sample left the batch both decodes ran the same batch: same tokens
+        k = min(first_abort, len(a.token_ids))
+        assert a.token_ids[:k] == f.token_ids[:k], (i, k)
+        # the abort path on its own sample: stopped at decode time right where the rule fires
+        stop = first_repetition_stop(a.logprobs, W, 0.99)
+        if a.finish_reason == "repetition":
+            assert stop == len(a.token_ids) - 1 and a.extra["engine_finish"] == "abort", i
+            assert stop + 1 <= a.extra["engine_tokens"] <= stop + 1 + 8, (i, stop, a.extra)
+        else:
+            assert stop is None and a.extra["engine_finish"] == a.finish_reason, i
+            assert len(a.token_ids) == N or a.finish_reason == "stop", i
+    # after the first abort the two decodes run different batches, and vLLM's kernels (picked
+    # per batch size) change the logits in the last bits: a sample may then part from its
+    # rule-off twin at a near tie (16 of 32 stayed identical to the end on an H200, session 5),
+    # still drawn by the same seeded sampler; exact equality holds up to the first abort (above)
+    assert sum(c.finish_reason == "repetition" for c in aborted) >= 4
+    assert sum(c.extra["engine_tokens"] for c in aborted) < sum(len(c.token_ids) for c in free)
+    # decode_time auto reads the KV capacity from vLLM: this batch fits (post hoc), a bigger one not
+    kv = eng.kv_cache_tokens()
+    assert kv >= 32 * (4 + N) and not eng.abort_pays(prompts, rule)
+    assert eng.abort_pays([[5, 6, 7, 8]] * (kv // (2 * (4 + N)) + 1), rule)
+
+
+# ---- weight sync: the engine ends with exactly the learner's weights ---------------------------
+STACKED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
+def vllm_layout(sd: dict) -> dict:
+    """A Hugging Face Qwen2 state dict in vLLM's parameter layout (q/k/v and gate/up stacked
+    along dim 0, in vLLM's shard order)."""
+    out, parts = {}, {}
+    for name, t in sd.items():
+        for fused, members in STACKED.items():
+            hit = next((m for m in members if f".{m}." in name), None)
+            if hit:
+                parts.setdefault(name.replace(f".{hit}.", f".{fused}."), {})[hit] = t
+                break
+        else:
+            out[name] = t
+    for name, got in parts.items():
+        members = STACKED[next(f for f in STACKED if f".{f}." in name)]
+        out[name] = torch.cat([got[m] for m in members], 0)
+    return out
+
+
+def engine_checksums(eng, vocab: int) -> dict:
+    """sha256 of every parameter of the engine's model, read in the engine process (rows past
+    the tokenizer's vocabulary, vLLM's padding, left out), with dtype and shape."""
+    def digest(worker):
+        import hashlib
+
+        model = worker.model_runner.get_model()
+        out = {}
+        for name, p in model.named_parameters():
+            t = p.detach()
+            if name.endswith(("embed_tokens.weight", "lm_head.weight")):
+                t = t[:vocab]
+            t = t.contiguous().cpu()
+            out[name] = (str(t.dtype), list(t.shape),
+                         hashlib.sha256(t.view(torch.uint8).numpy().tobytes()).hexdigest())
+        return out
+
+    got = eng.llm.collective_rpc(digest)[0]  # tuples may come back as lists
+    return {n: (d, list(shape), h) for n, (d, shape, h) in got.items()}
+
+
+def checksums(sd: dict, like: dict) -> dict:
+    """The same sha256s for a learner state dict, cast to the engine's dtype of each tensor."""
+    import hashlib
+
+    out = {}
+    for name, t in vllm_layout(sd).items():
+        dtype = getattr(torch, like[name][0].removeprefix("torch."))
+        t = t.detach().to(dtype).contiguous().cpu()
+        out[name] = (str(t.dtype), list(t.shape),
+                     hashlib.sha256(t.view(torch.uint8).numpy().tobytes()).hexdigest())
+    return out
+
+
+def learner_weights(path: str, seed: int, device="cuda") -> dict:
+    """A learner's state after some updates: every tensor of the checkpoint moved (bf16)."""
+    from safetensors.torch import load_file
+
+    g = torch.Generator().manual_seed(seed)
+    return {k: (v.float() + 0.02 * torch.randn(v.shape, generator=g)).bfloat16().to(device)
+            for k, v in load_file(f"{path}/model.safetensors").items()}
+
+
+def test_ipc_weight_sync_leaves_the_engine_with_exactly_the_learners_weights(tiny_engine,
+                                                                             monkeypatch):
+    import types
+
+    from safetensors.torch import load_file
+
+    import rlhf.weight_sync as ws
+
+    path, eng = tiny_engine
+    vocab = load_file(f"{path}/model.safetensors")["lm_head.weight"].shape[0]
+    start = engine_checksums(eng, vocab)
+    original = load_file(f"{path}/model.safetensors")
+    assert start == checksums(original, start)  # the checkpoint, every tensor
+    try:
+        # colocated, in process: CUDA tensors on the engine's GPU go over IPC (VLLMEngine)
+        a = learner_weights(path, 1)
+        eng.update_weights(a)
+        got = engine_checksums(eng, vocab)
+        assert got == checksums(a, start)
+        assert all(got[n][2] != start[n][2] for n in start)  # every tensor changed
+        # the run's learner side: IPCTransfer exports handles, the engine receives them
+        b = learner_weights(path, 2)
+        received = []
+
+        class Engine:  # the rollout actor as IPCTransfer calls it (Ray stood in)
+            class receive_weights:  # noqa: N801
+                @staticmethod
+                def remote(info, version):
+                    received.append(version)
+                    return eng.receive_weights(info)
+
+        monkeypatch.setattr(ws, "ray", types.SimpleNamespace(get=lambda refs: refs))
+        ws.IPCTransfer([Engine], version=7).send(b, ws.Channel(0))
+        assert received == [7] and engine_checksums(eng, vocab) == checksums(b, start)
+    finally:
+        eng.update_weights(original)
+    assert engine_checksums(eng, vocab) == start
+    print("ipc: every one of", len(start), "engine tensors equal to the learner's (sha256)")
+
+
+def _nccl_learner(path: str, port: int, bucket: int) -> None:
+    """Learner rank 0 on GPU 1 (spawned): joins the group, broadcasts ``learner_weights(.., 3)``."""
+    import rlhf.weight_sync as ws
+
+    torch.cuda.set_device(1)
+    channel = ws.Channel(0)
+    channel.join(ws.NCCLGroup("127.0.0.1", port, world_size=2))
+    ws.NCCLTransfer(bucket).send(learner_weights(path, 3, "cuda:1"), channel)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2,
+                    reason="NCCL needs two GPUs: it refuses two ranks on one device")
+def test_nccl_weight_sync_leaves_the_engine_with_exactly_the_learners_weights(tiny_engine):
+    import multiprocessing as mp
+    import socket
+    import threading
+
+    from safetensors.torch import load_file
+
+    path, eng = tiny_engine  # the engine on GPU 0
+    original = load_file(f"{path}/model.safetensors")
+    vocab = original["lm_head.weight"].shape[0]
+    start = engine_checksums(eng, vocab)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bucket = 1 << 20  # several buckets for this model
+    learner = mp.get_context("spawn").Process(target=_nccl_learner, args=(path, port, bucket))
+    learner.start()
+    join = threading.Thread(target=eng.init_weight_transfer, args=("127.0.0.1", port, 1, 2))
+    join.start()
+    join.join(timeout=120)
+    want = learner_weights(path, 3, "cpu")
+    info = {"names": list(want), "dtype_names": ["bfloat16"] * len(want),
+            "shapes": [list(t.shape) for t in want.values()], "packed": True,
+            "packed_buffer_size_bytes": bucket}
+    try:
+        eng.receive_weights(info)
+        learner.join(timeout=120)
+        assert learner.exitcode == 0
+        got = engine_checksums(eng, vocab)
+        assert got == checksums(want, start) and all(got[n][2] != start[n][2] for n in start)
+    finally:
+        eng.update_weights(original)

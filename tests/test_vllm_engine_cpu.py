@@ -249,6 +249,35 @@ def test_abort_path_stops_a_looping_sample_at_decode_time(fake_vllm):
     assert fake.steps == 40
 
 
+def test_auto_decode_time_aborts_only_when_the_batch_overflows_the_kv_cache(fake_vllm):
+    """``decode_time: auto`` (the default): abort where requests must wait for KV blocks
+    (the batch at full length exceeds the cache), the plain path and the post-hoc cut otherwise."""
+    from dataclasses import replace
+
+    from rollout.base import SamplingConfig
+    from rollout.engines import VLLMEngineConfig
+    from rollout.vllm_engine import VLLMEngine
+
+    assert VLLMEngineConfig().decode_time == "auto"
+    calls = []
+    eng = object.__new__(VLLMEngine)
+    cache = SimpleNamespace(num_gpu_blocks=10, block_size=16)  # 160 tokens of KV
+    eng.llm = SimpleNamespace(
+        llm_engine=SimpleNamespace(vllm_config=SimpleNamespace(cache_config=cache)),
+        generate=lambda prompts, params, use_tqdm: calls.append(("plain", len(prompts))) or [])
+    eng.eos_ids, eng.decode_time = [EOS], "auto"
+    eng._generate_abort = lambda prompts, params, s: calls.append(("abort", len(prompts))) or []
+    s = SamplingConfig(n=2, max_tokens=38, repetition_window=5)
+    assert eng.kv_cache_tokens() == 160
+    eng.generate([[1, 2]], s)  # 2 samples x (2 + 38) = 80 tokens: fits
+    eng.generate([[1, 2], [3, 4]], s)  # 160: just fits
+    eng.generate([[1, 2], [3, 4, 5]], s)  # 162: a request waits -> abort
+    eng.generate([[1, 2], [3, 4, 5]], replace(s, repetition_window=0))  # rule off: nothing to abort
+    eng.decode_time = "off"
+    eng.generate([[1, 2], [3, 4, 5]], s)  # an explicit choice is kept
+    assert calls == [("plain", 1), ("plain", 2), ("abort", 2), ("plain", 2), ("plain", 2)]
+
+
 def test_engine_is_built_from_its_section_and_the_run_setup(fake_vllm, tmp_path):
     import sys
 

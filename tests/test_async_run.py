@@ -1,0 +1,143 @@
+"""One-step-off runs through Ray on CPU (tiny model, the transformers engine): the order of the
+driver's calls, staleness in the metrics, exact resume with a batch in flight, and a rollout
+worker killed with a batch in flight."""
+
+import json
+from pathlib import Path
+
+import pytest
+import ray
+
+from rlhf.config import load_recipe
+from rlhf.driver import train
+from rlhf.driver.roles import LearnerGroup, RolloutGroup
+from rlhf.driver.run import Run
+
+pytestmark = pytest.mark.integration
+QUICKSTART = Path(__file__).parent.parent / "recipes" / "quickstart.yaml"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One Ray cluster for the module's runs (each run connects and disconnects)."""
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 4})
+    yield c.address
+    ray.shutdown()
+    c.shutdown()
+
+
+def _recipe(out, name, steps, *extra):
+    return load_recipe(QUICKSTART, [
+        f"run.output_dir={out}", f"run.name={name}", f"run.steps={steps}", "run.eval_every=0",
+        "run.save_every=0", "run.plot=false", "warmup.steps=0", "data.train.size=64",
+        "data.eval=null", "data.prompts_per_step=4", "rollout.samples_per_prompt=4",
+        "rollout.max_new_tokens=12", "rollout.num_workers=2", "train.mini_batches=2",
+        "model.build.hidden_size=32", "model.build.num_layers=2", "logging.tensorboard=false",
+        "train.optim.lr=1e-3", "rewards.verifiers=[{name: 'tests.plugins:digit_count'}]",
+        "train.async_mode=one_step", *extra])
+
+
+def _rows(run_dir: Path) -> dict[int, dict]:
+    """Train rows by step, without wall-clock values."""
+    timing = lambda k: k.startswith("time/") or k.endswith("_per_s")  # noqa: E731
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: {k: v for k, v in r.items() if not timing(k)}
+            for r in rows if r["kind"] == "train"}
+
+
+def _record(monkeypatch, events: list, groups: list | None = None) -> None:
+    """Wrap the driver's role calls so that each appends to ``events``."""
+    submit, collect, learn = RolloutGroup.submit, RolloutGroup.collect, LearnerGroup.train
+    push = Run.push_weights
+
+    def on_submit(self, prompts, sampling, seeds):
+        events.append("submit")
+        if groups is not None:
+            groups.append(self)
+        return submit(self, prompts, sampling, seeds)
+
+    def on_collect(self, job):
+        out = collect(self, job)
+        events.append("collect")
+        return out
+
+    def on_train(self, samples, k):
+        events.append("train")
+        out = learn(self, samples, k)
+        events.append("trained")
+        return out
+
+    def on_push(self, bump=True):
+        events.append("push")
+        return push(self, bump)
+
+    monkeypatch.setattr(RolloutGroup, "submit", on_submit)
+    monkeypatch.setattr(RolloutGroup, "collect", on_collect)
+    monkeypatch.setattr(LearnerGroup, "train", on_train)
+    monkeypatch.setattr(Run, "push_weights", on_push)
+
+
+@pytest.fixture(scope="module")
+def straight(cluster, tmp_path_factory):
+    """An uninterrupted one_step run of 4 steps (no checkpoint until the end)."""
+    out = tmp_path_factory.mktemp("straight")
+    mp = pytest.MonkeyPatch()
+    events: list[str] = []
+    _record(mp, events)
+    try:
+        train(_recipe(out, "straight", 4), address=cluster)
+    finally:
+        mp.undo()
+    return _rows(out / "straight"), events
+
+
+def test_the_next_batch_is_submitted_before_the_learners_train(straight):
+    rows, events = straight
+    step = ["collect", "push", "submit", "train", "trained"]  # push between collect and submit
+    assert events == ["submit", "collect", "submit", "train", "trained",
+                      *step, *step, *step, "collect", "push"]  # the final save drains
+    assert [rows[s]["train/staleness"] for s in (1, 2, 3, 4)] == [0, 1, 1, 1]
+    assert [rows[s]["policy_version"] for s in (1, 2, 3, 4)] == [1, 2, 3, 4]
+    assert "is_weight_mean" not in rows[1]  # fresh samples: the synchronous maths
+    for s in (2, 3, 4):  # stale ones carry the truncated weight pi_old / pi_rollout
+        assert 0 < rows[s]["is_weight_mean"] <= 2.0 and rows[s]["is_weight_mean"] != 1.0
+
+
+def test_resume_with_a_batch_in_flight_matches_the_uninterrupted_run(straight, cluster, tmp_path):
+    """Stopped after step 2 (batch 3 in flight, finished into the checkpoint), resumed to 4
+    with a checkpoint (a drain) at every step: every per-step metric equals the straight run's."""
+    train(_recipe(tmp_path, "resumed", 2), address=cluster)
+    ckpt = json.loads((tmp_path / "resumed" / "checkpoints" / "step_000002" / "driver.json").read_text())
+    assert ckpt["pending"]["batch"]["step"] == 2  # 0-based: the third batch
+    assert {c["policy_version"] for c in ckpt["pending"]["completions"]} == {1}
+    train(_recipe(tmp_path, "resumed", 4, "run.save_every=1"), address=cluster)
+    resumed = _rows(tmp_path / "resumed")
+    assert sorted(resumed) == [1, 2, 3, 4]
+    for s in (1, 2, 3, 4):
+        assert resumed[s] == straight[0][s], f"step {s} differs"
+
+
+def test_a_worker_killed_with_a_batch_in_flight_is_restarted_and_the_batch_reissued(
+        straight, cluster, tmp_path, monkeypatch):
+    """Rollout worker 0 is killed just after the third batch is submitted (it generates while
+    the learners train on the second): it is restarted with the last pushed weights and its
+    prompts re-issued, so the run's metrics equal the uninterrupted run's."""
+    events: list[str] = []
+    groups: list[RolloutGroup] = []
+    _record(monkeypatch, events, groups)
+    submit = RolloutGroup.submit
+
+    def submit_then_kill(self, prompts, sampling, seeds):
+        job = submit(self, prompts, sampling, seeds)
+        if events.count("submit") == 3:
+            ray.kill(self.actors[0])
+        return job
+
+    monkeypatch.setattr(RolloutGroup, "submit", submit_then_kill)
+    train(_recipe(tmp_path, "killed", 3), address=cluster)
+    assert groups[0].restarts == 1
+    killed = _rows(tmp_path / "killed")
+    for s in (1, 2, 3):
+        assert killed[s] == straight[0][s], f"step {s} differs"

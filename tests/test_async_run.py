@@ -3,6 +3,7 @@ driver's calls, staleness in the metrics, exact resume with a batch in flight, a
 worker killed with a batch in flight."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,44 @@ def test_a_worker_killed_with_a_batch_in_flight_is_restarted_and_the_batch_reiss
     killed = _rows(tmp_path / "killed")
     for s in (1, 2, 3):
         assert killed[s] == straight[0][s], f"step {s} differs"
+
+
+def test_the_learner_accounts_staleness_and_weights_stale_tokens(tiny_model_dir):
+    """Learner at version 1, half the samples from version 0: ``train/staleness`` is their
+    mean age, and the stale tokens' weight is min(pi_old / pi_rollout, cap) with pi_old the
+    learner's own log-probabilities before the update (K = 1: the update's forward pass)."""
+    import torch
+
+    from rlhf.config import CispoLoss, ModelConfig, TrainConfig
+    from rlhf.learner.batching import TrainSample
+    from rlhf.learner.worker import LearnerWorker
+
+    def samples(seed, version):
+        g = torch.Generator().manual_seed(seed)
+        out = []
+        for _ in range(4):
+            ids = torch.randint(5, 200, (int(torch.randint(6, 14, (1,), generator=g)),), generator=g).tolist()
+            rollout = (-torch.rand(len(ids) - 3, generator=g) * 6).tolist()  # the sampler's
+            out.append(TrainSample(ids, 3, float(torch.randn(1, generator=g)), rollout, version))
+        return out
+
+    w = LearnerWorker(tiny_model_dir, ModelConfig(path=tiny_model_dir),
+                      TrainConfig(micro_batch_tokens=64, stale_is_cap=1.5), CispoLoss(), True,
+                      master_port=29733)
+    try:
+        first = w.train([samples(0, 0)])
+        assert first["train/staleness"] == 0 and "is_weight_mean" not in first
+        fresh, stale = samples(1, 1), samples(2, 0)
+        old = w.compute_logprobs(stale)  # version 1, before the update
+        weights = torch.tensor([min(math.exp(o - r), 1.5) for s, lp in zip(stale, old)
+                                for o, r in zip(lp, s.rollout_logprobs)])
+        m = w.train([fresh + stale])
+        assert m["train/staleness"] == 0.5 and m["train/staleness_max"] == 1
+        assert m["is_weight_mean"] == pytest.approx(float(weights.mean()), rel=1e-5)
+        assert m["is_weight_capped_frac"] == pytest.approx(float((weights >= 1.5).float().mean()))
+        assert 0 < m["is_weight_capped_frac"] < 1  # the example reaches the cap, not everywhere
+        with pytest.raises(ValueError, match=r"refusing samples from policy versions \[0\].*"
+                                             r"version 2 and train.max_staleness is 1"):
+            w.train([samples(3, 0)])
+    finally:
+        w.shutdown()

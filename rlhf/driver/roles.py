@@ -1,8 +1,10 @@
 """Driver-side handles for the Ray roles: one class per role, each fanning calls out to its
 actors. ``LearnerGroup`` forms one torch.distributed group from N ``LearnerWorker`` actors;
-``RolloutGroup`` spreads prompts over M ``RolloutWorker`` actors, gathers completions in
-order, and restarts a dead worker (re-issuing its prompts, which draw the same samples because
-every prompt carries its own seed)."""
+``RolloutGroup`` spreads prompts over M ``RolloutWorker`` actors (``submit`` returns at once
+with an :class:`InFlight` batch, ``collect`` waits for it: the one-step-off pipeline of
+rlhf/driver/pipeline.py trains in between), gathers completions in order, and restarts a dead
+worker (re-issuing its prompts, which draw the same samples because every prompt carries its
+own seed)."""
 
 from __future__ import annotations
 

@@ -6,6 +6,9 @@ on a GPU) the policy is sharded with FSDP2 (``fully_shard``): bf16 compute with 
 weights and optimizer state on GPU, float32 on CPU.
 
 One ``train`` call = one generation batch: ``old_logprobs`` once, then K mini-batch updates.
+Samples of an older policy version (``train.async_mode=one_step``) are refused beyond
+``train.max_staleness``; their age is the metric ``train/staleness`` and their tokens get the
+truncated importance weight of rlhf/learner/losses.py (``is_weight_mean``).
 The loss is normalised over the whole mini-batch across ranks (global token-mean or seq-mean),
 whatever the micro-batching.
 """

@@ -102,6 +102,8 @@ def test_the_next_batch_is_submitted_before_the_learners_train(straight):
     assert [rows[s]["train/staleness"] for s in (1, 2, 3, 4)] == [0, 1, 1, 1]
     assert [rows[s]["policy_version"] for s in (1, 2, 3, 4)] == [1, 2, 3, 4]
     assert "is_weight_mean" not in rows[1]  # fresh samples: the synchronous maths
+    # the engine/learner mismatch is measured on fresh samples only (stale ones differ by an update)
+    assert rows[1]["mismatch/pearson"] > 0.999 and "mismatch/pearson" not in rows[2]
     for s in (2, 3, 4):  # stale ones carry the truncated weight pi_old / pi_rollout
         assert 0 < rows[s]["is_weight_mean"] <= 2.0 and rows[s]["is_weight_mean"] != 1.0
 

@@ -178,7 +178,7 @@ class LearnerWorker:
         for mini in minibatches:
             for key, v in self._update(mini, old_is_current=on_policy).items():
                 acc[key].append(v)
-        metrics = _mismatch_metrics(samples)
+        metrics = _mismatch_metrics([s for s in samples if s.policy_version == self.version])
         metrics.update(self._staleness(samples))
         metrics["time/old_logprobs"] = t_old
         metrics.update({k: sum(v) / len(v) for k, v in acc.items()})
@@ -423,7 +423,8 @@ class LearnerWorker:
 # ---- helpers -------------------------------------------------------------------------------
 def _mismatch_metrics(samples: list[TrainSample]) -> dict[str, float]:
     """M1's train/inference mismatch on this rank's sampled tokens (rlhf/learner/stats.py):
-    the learner's old_logprobs against the sampler's rollout_logprobs."""
+    the learner's old_logprobs against the sampler's rollout_logprobs. The learner passes its
+    fresh samples only: a stale one's two differ by a policy update as well as by numerics."""
     learner = torch.tensor([x for s in samples for x in (s.old_logprobs or [])], dtype=torch.float64)
     sampler = torch.tensor([x for s in samples if s.old_logprobs for x in s.rollout_logprobs],
                            dtype=torch.float64)

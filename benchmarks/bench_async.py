@@ -34,7 +34,7 @@ def run(mode: str, out: Path, args) -> list[dict]:
     from rlhf.driver import train
 
     recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", [
-        f"run.output_dir={out}", f"run.name={mode}", f"run.steps={args.steps}", "run.eval_every=0",
+        f"run.output_dir={out}", f"run.name=bench_{mode}", f"run.steps={args.steps}", "run.eval_every=0",
         "run.save_every=0", "run.plot=false", "warmup.steps=0", "data.train.size=512",
         "data.eval=null", f"data.prompts_per_step={args.prompts}", "rollout.samples_per_prompt=4",
         f"rollout.max_new_tokens={args.tokens}", "train.mini_batches=2",
@@ -42,7 +42,7 @@ def run(mode: str, out: Path, args) -> list[dict]:
         "train.optim.lr=1e-3", "rewards.verifiers=[{name: 'tests.plugins:digit_count'}]",
         f"train.async_mode={mode}"])
     train(recipe)
-    rows = [json.loads(x) for x in (out / mode / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (out / f"bench_{mode}" / "metrics.jsonl").read_text().splitlines()]
     return [r for r in rows if r["kind"] == "train"]
 
 

@@ -30,6 +30,7 @@ def test_one_step_with_colocated_placement_is_refused_with_the_reason():
         _recipe(train={"async_mode": "one_step", "max_staleness": 0})
     assert _recipe(train={"async_mode": "one_step"}, placement={"mode": "separate"}).train.max_staleness == 1
     assert _recipe(placement={"mode": "colocated"}).train.async_mode == "off"
+    assert _recipe(train={"async_mode": False}).train.async_mode == "off"  # YAML's bare `off`
 
 
 # ---- the pipeline's order, on stand-in roles --------------------------------------------------

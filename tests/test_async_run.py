@@ -34,7 +34,7 @@ def _recipe(out, name, steps, *extra):
         f"run.output_dir={out}", f"run.name={name}", f"run.steps={steps}", "run.eval_every=0",
         "run.save_every=0", "run.plot=false", "warmup.steps=0", "data.train.size=64",
         "data.eval=null", "data.prompts_per_step=4", "rollout.samples_per_prompt=4",
-        "rollout.max_new_tokens=12", "rollout.num_workers=2", "train.mini_batches=2",
+        "rollout.max_new_tokens=12", "train.mini_batches=2",
         "model.build.hidden_size=32", "model.build.num_layers=2", "logging.tensorboard=false",
         "train.optim.lr=1e-3", "rewards.verifiers=[{name: 'tests.plugins:digit_count'}]",
         "train.async_mode=one_step", *extra])

@@ -1,5 +1,6 @@
 """GPU proof of the distributed path (issue 5): ``rlhf train`` with an FSDP2 learner and a vLLM
-engine in Ray actors, colocated on one GPU and separate on two, against raw ``vllm.LLM.generate``
+engine in Ray actors, colocated on one GPU and separate on two (synchronous, and one step off:
+``separate_async`` is ``train.async_mode=one_step``, issue 16), against raw ``vllm.LLM.generate``
 on the same model and batches, all in one call.
 
 Recipe: recipes/gpu/proof_0.5b.yaml (Qwen2.5-0.5B shape, random weights, 32 prompts x 8 samples
@@ -9,6 +10,8 @@ failure in one leaves the others' numbers:
     python benchmarks/gpu_proof.py                       # model, raw, colocated, separate, table
     python benchmarks/gpu_proof.py --phases raw,colocated --steps 4
     python benchmarks/gpu_proof.py --phases report --file benchmarks/results/gpu_proof_h200.json
+    python benchmarks/gpu_proof.py --phases model,separate,separate_async,report \
+        --set rollout.max_new_tokens=4096 --set train.mini_batches=16   # issue 16's table
 
 ``raw``: a plain ``vllm.LLM`` with the engine's settings (bf16, FP32 head, same memory share and
 context length) generates the prompts of steps 2..N with the driver's per-prompt seeds, stop ids
@@ -41,11 +44,17 @@ def decoded_bytes(response: str, task: dict) -> float:
     return min(1.0, len(response.encode("utf-8")) / 64)
 
 
-def load(work: Path, placement: str, steps: int):
+PLACEMENTS = {"colocated": ("colocated", "off"), "separate": ("separate", "off"),
+              "separate_async": ("separate", "one_step")}  # phase -> placement, async_mode
+
+
+def load(work: Path, phase: str, steps: int, extra: list[str] = ()):
     from rlhf.config import load_recipe
 
+    placement, mode = PLACEMENTS[phase]
     over = [f"model.path={work / 'model'}", "model.build=null", f"placement.mode={placement}",
-            f"run.name=proof_{placement}", f"run.output_dir={work / 'runs'}", f"run.steps={steps}"]
+            f"train.async_mode={mode}", f"run.name=proof_{phase}", f"run.output_dir={work / 'runs'}",
+            f"run.steps={steps}", *extra]
     return load_recipe(RECIPE, over)
 
 
@@ -68,13 +77,13 @@ def step_batches(recipe, tokenizer, steps: int):
     return [(b.prompt_ids, b.seeds) for b in batches], longest_prompt(ds)
 
 
-def phase_raw(work: Path, steps: int) -> dict:
+def phase_raw(work: Path, steps: int, extra: list[str]) -> dict:
     from transformers import AutoTokenizer
     from vllm import LLM, SamplingParams, TokensPrompt
 
     from rollout.base import model_stop_ids
 
-    r = load(work, "colocated", steps)
+    r = load(work, "colocated", steps, extra)
     model = str(work / "model")
     batches, longest = step_batches(r, AutoTokenizer.from_pretrained(model), steps)
     ro = r.rollout
@@ -97,10 +106,10 @@ def phase_raw(work: Path, steps: int) -> dict:
     return {"steps": rows}
 
 
-def phase_train(work: Path, placement: str, steps: int) -> dict:
+def phase_train(work: Path, phase: str, steps: int, extra: list[str]) -> dict:
     from rlhf.driver import train
 
-    r = load(work, placement, steps)
+    r = load(work, phase, steps, extra)
     t0 = time.perf_counter()
     summary = train(r)
     wall = time.perf_counter() - t0
@@ -108,7 +117,8 @@ def phase_train(work: Path, placement: str, steps: int) -> dict:
     rows = [m for m in map(json.loads, lines) if m.get("kind") == "train"]
     return {"wall_s": wall, "steps": [{k: m.get(k) for k in ("step", "reward/mean", "loss",
                                                           "grad_norm", "rollout/tokens",
-                                                          "mismatch/pearson", *PHASE_KEYS)}
+                                                          "mismatch/pearson", "train/staleness",
+                                                          *PHASE_KEYS)}
                                        for m in rows]}
 
 
@@ -121,9 +131,9 @@ def report(res: dict) -> str:
     raw = mean_after_first(res.get("raw", {}).get("steps", []), "tok_s")
     lines = [f"GPU proof on {res.get('gpu')}: Qwen2.5-0.5B shape, 32 x 8 x 1,024 new tokens per "
              "step, FP32 head; mean of steps 2..N", "",
-             "| | " + " | ".join(p for p in ("colocated", "separate") if p in res) + " |",
-             "|---|" + "---|" * sum(p in res for p in ("colocated", "separate"))]
-    runs = [res[p]["steps"] for p in ("colocated", "separate") if p in res]
+             "| | " + " | ".join(p for p in PLACEMENTS if p in res) + " |",
+             "|---|" + "---|" * sum(p in res for p in PLACEMENTS)]
+    runs = [res[p]["steps"] for p in PLACEMENTS if p in res]
     for key in PHASE_KEYS:
         vals = [mean_after_first(rows, key) for rows in runs]
         if any(v is not None for v in vals):
@@ -133,6 +143,10 @@ def report(res: dict) -> str:
         lines.append("| raw vLLM tok/s, same batches | " + " | ".join(f"{raw:,.0f}" for _ in runs) + " |")
         lines.append("| rollout path / raw | " + " | ".join(
             f"{mean_after_first(rows, 'rollout/tokens_per_s') / raw:.1%}" for rows in runs) + " |")
+    if "separate" in res and "separate_async" in res:
+        sync, one = (mean_after_first(res[p]["steps"], "time/step") for p in ("separate", "separate_async"))
+        if sync and one:
+            lines += ["", f"one-step-off round / synchronous separate round: {one / sync:.2f}x"]
     return "\n".join(lines)
 
 
@@ -143,14 +157,15 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/gpu_proof")
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--file", help="results JSON (default: OUT/gpu_proof_<gpu>.json)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="recipe override for the training phases (repeatable)")
     ap.add_argument("--phase", help=argparse.SUPPRESS)  # internal: run one phase in this process
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     if args.phase:  # child process
-        fn = {"raw": lambda: phase_raw(work, args.steps),
-              "colocated": lambda: phase_train(work, "colocated", args.steps),
-              "separate": lambda: phase_train(work, "separate", args.steps)}[args.phase]
+        fn = (lambda: phase_raw(work, args.steps, args.set)) if args.phase == "raw" else (
+            lambda: phase_train(work, args.phase, args.steps, args.set))
         (work / f"{args.phase}.json").write_text(json.dumps(fn(), indent=2))
         return
     import torch
@@ -163,10 +178,11 @@ def main() -> None:
     for phase in args.phases.split(","):
         if phase == "model":
             phase_model(work)
-        elif phase in ("raw", "colocated", "separate"):
+        elif phase == "raw" or phase in PLACEMENTS:
             t0 = time.perf_counter()
+            sets = [a for kv in args.set for a in ("--set", kv)]
             rc = subprocess.call([sys.executable, __file__, "--phase", phase, "--work", str(work),
-                                  "--steps", str(args.steps)], env=os.environ.copy())
+                                  "--steps", str(args.steps), *sets], env=os.environ.copy())
             print(f"phase {phase}: exit {rc} after {time.perf_counter() - t0:.0f} s", flush=True)
             if rc == 0:
                 res[phase] = json.loads((work / f"{phase}.json").read_text())

@@ -292,10 +292,17 @@ class TrainConfig(Section):
     micro_batch_tokens: int = Field(8192, ge=16, description="Token budget of one micro-batch: total tokens when packing, padded count x length otherwise.")
     packing: bool = Field(True, description="Pack several sequences per row (positions restart per sequence, attention kept inside each, no padding); false: padded rows.")
     logprob_chunk: int = Field(1024, ge=1, description="Tokens per chunk of the FP32 LM head.")
-    max_staleness: int = Field(0, ge=0, description="Refuse samples more than this many policy versions old.")
+    async_mode: Literal["off", "one_step"] = Field("off", description="off: generate, then train, in turn. one_step: the engines generate batch n+1 with the weights of version n while the learners train on batch n (rlhf/driver/pipeline.py); needs learners and engines on different devices (placement.mode local or separate) and max_staleness >= 1. YAML's bare off (false) is off.")
+    max_staleness: int = Field(1, ge=0, description="Refuse samples more than this many policy versions older than the learner (a synchronous run's samples are 0 versions old, one_step's 1).")
+    stale_is_cap: float = Field(2.0, ge=1.0, description="Samples older than the learner get the truncated importance weight min(pi_old / pi_rollout, stale_is_cap) on their tokens (rlhf/learner/losses.py behaviour_weight).")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="AdamW settings.")
     num_cpus: float = Field(1.0, gt=0.0, description="Ray CPUs per learner actor.")
     fsdp: Literal["auto", "on", "off"] = Field("auto", description="FSDP2 sharding: auto = when more than one learner or on GPU.")
+
+    @field_validator("async_mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML reads a bare `off` as false
 
 
 class WarmupConfig(Section):
@@ -364,6 +371,21 @@ class Recipe(Section):
             raise ValueError(f"rollout.engine.tensor_parallel_size={tp} needs each engine on its "
                              f"own {tp} GPUs: placement.mode=separate and placement.rollout_gpus="
                              f"{tp} (got mode={p.mode}, rollout_gpus={p.rollout_gpus})")
+        return self
+
+    @model_validator(mode="after")
+    def _async_fits_placement(self):
+        t = self.train
+        if t.async_mode == "off":
+            return self
+        if self.placement.mode == "colocated":
+            raise ValueError("train.async_mode=one_step overlaps generation with training, which "
+                             "needs the engines and learners on different devices; "
+                             "placement.mode=colocated shares them (engines sleep while the "
+                             "learners train): use placement.mode=separate, or train.async_mode=off")
+        if t.max_staleness < 1:
+            raise ValueError(f"train.async_mode=one_step trains on samples one policy version "
+                             f"old: it needs train.max_staleness >= 1 (got {t.max_staleness})")
         return self
 
     @model_validator(mode="after")

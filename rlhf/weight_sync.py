@@ -81,9 +81,14 @@ class ObjectStoreSync:
 
     def restore(self, actor: Any) -> None:
         """A restarted rollout worker loads the current weights: the last push's copy, or
-        (before any push, and for the GPU transports, which keep none) a fresh CPU gather."""
-        ref = self._last or self.learners.export_weights_ref(self.dtype)
-        ray.get(actor.update_weights.remote(ref, self.version))
+        (before any push, and for the GPU transports, which keep none) a fresh CPU gather,
+        labelled with the learners' version (with ``train.async_mode=one_step`` the learners
+        may be a version ahead of the last push)."""
+        if self._last is not None:
+            ray.get(actor.update_weights.remote(self._last, self.version))
+            return
+        ref = self.learners.export_weights_ref(self.dtype)
+        ray.get(actor.update_weights.remote(ref, self.learners.version()))
 
 
 class IPCSync(ObjectStoreSync):

@@ -113,6 +113,9 @@ class FakeLearner:
         self.calls.append(("export", dtype))
         return {"w": len(self.calls)}
 
+    def policy_version(self):
+        return 7  # optimizer steps taken: ahead of the last push in a one-step-off run
+
     def log(self):
         return self.calls, self.vllm_calls
 
@@ -206,6 +209,16 @@ def test_object_store_restore_reuses_the_last_push(local_ray):
     assert [ray.get(a.log.remote())[0] for a in learners.actors] == [[("export", None)]] * 2
     assert ray.get(rollouts.actors[1].log.remote()) == [("load", 1, 4)]  # rank 0's copy, no second gather
     assert ray.get(rollouts.actors[0].log.remote()) == [("load", 1, 4)]
+
+
+def test_a_fresh_gather_for_a_restarted_worker_carries_the_learners_version(local_ray):
+    """No copy kept (before any push; the GPU transports): the restarted worker loads the
+    learners' weights now, labelled with their version, not the last push's."""
+    learners, rollouts = _learners(1), _rollouts(1)
+    sync = make_weight_sync("nccl", learners, None)
+    sync.rollouts, sync.version = rollouts, 4  # as after push(4), without forming a group
+    sync.restore(rollouts.actors[0])
+    assert ray.get(rollouts.actors[0].log.remote()) == [("load", 1, 7)]
 
 
 # ---- the real learner: what it sends, and the metadata it announces ------------------------

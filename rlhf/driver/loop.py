@@ -1,6 +1,9 @@
 """The training driver: the RL loop, calling only role handles (rlhf/driver/run.py).
 
     generate -> score -> advantages -> train -> push weights -> log -> evaluate / checkpoint
+
+When a batch is generated and the weights pushed is the pipeline's (rlhf/driver/pipeline.py):
+in turn, or with ``train.async_mode=one_step`` the next batch generating while this one trains.
 """
 
 from __future__ import annotations
@@ -28,21 +31,20 @@ def train(recipe: Recipe, address: str | None = None, allow_recipe_change: bool 
                    initial=run.start_step, total=recipe.run.steps)
         for step in bar:
             t0 = time.perf_counter()
-            batch, sampling = run.next_batch(step), run.step_sampling()
-            completions = run.rollouts.generate(batch.prompt_ids, sampling, batch.seeds)
+            gen = run.pipeline.batch(step)  # one_step: batch step + 1 is now generating
+            completions, batch = gen.completions, gen.batch
             t_gen = time.perf_counter()
             rewards, score_m = run.scorer.score([c.text for c in completions],
                                                 [batch.tasks[c.prompt_index] for c in completions])
-            samples, batch_m = run.build_samples(batch, completions, rewards, sampling)
+            samples, batch_m = run.build_samples(batch, completions, rewards, gen.sampling)
             batch_m.update(run.advance_windows(completions, batch_m))
             t_score = time.perf_counter()
             with run.engines_asleep() as sleep_m:
                 train_m = run.learners.train(samples, recipe.train.mini_batches) if samples else {}
             t_train = time.perf_counter()
-            sync_m = run.push_weights()
-            metrics = {**batch_m, **score_m, **train_m, **sleep_m, **sync_m,
-                       "rollout/tokens_per_s": batch_m["rollout/tokens"] / (t_gen - t0),
-                       "time/generate": t_gen - t0,
+            sync_m = run.pipeline.trained()  # pushed now, or after the batch in flight
+            metrics = {**batch_m, **score_m, **train_m, **sleep_m, **gen.metrics, **sync_m,
+                       "rollout/tokens_per_s": batch_m["rollout/tokens"] / gen.seconds,
                        "time/score_adv": t_score - t_gen, "time/train_total": t_train - t_score,
                        "time/step": time.perf_counter() - t0}
             run.log_step(step + 1, metrics)

@@ -1,14 +1,17 @@
 """Driver-side handles for the Ray roles: one class per role, each fanning calls out to its
 actors. ``LearnerGroup`` forms one torch.distributed group from N ``LearnerWorker`` actors;
-``RolloutGroup`` spreads prompts over M ``RolloutWorker`` actors, gathers completions in
-order, and restarts a dead worker (re-issuing its prompts, which draw the same samples because
-every prompt carries its own seed)."""
+``RolloutGroup`` spreads prompts over M ``RolloutWorker`` actors (``submit`` returns at once
+with an :class:`InFlight` batch, ``collect`` waits for it: the one-step-off pipeline of
+rlhf/driver/pipeline.py trains in between), gathers completions in order, and restarts a dead
+worker (re-issuing its prompts, which draw the same samples because every prompt carries its
+own seed)."""
 
 from __future__ import annotations
 
 import logging
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -88,6 +91,10 @@ class LearnerGroup:
         seconds."""
         return self._all("send_weights", transfer, dtype)[0]
 
+    def version(self) -> int:
+        """The policy version: optimizer steps of RL training (the same on every rank)."""
+        return self._all("policy_version")[0]
+
     def save(self, path: str, extra: dict | None = None) -> None:
         self._all("save", path, extra)
 
@@ -114,7 +121,7 @@ def split_minibatches(samples: list, k: int) -> list[list]:
 
 
 _SUMMED = {"loss", "sft_loss", "mismatch/tokens"}  # each rank holds its share
-_MAXED = {"mismatch/prob_abs_diff_max"}
+_MAXED = {"mismatch/prob_abs_diff_max", "train/staleness_max"}
 
 
 def _reduce_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
@@ -126,6 +133,18 @@ def _reduce_metrics(per_rank: list[dict[str, float]]) -> dict[str, float]:
         vals = [m[k] for m in per_rank if k in m]
         out[k] = sum(vals) if k in _SUMMED else max(vals) if k in _MAXED else sum(vals) / len(vals)
     return out
+
+
+@dataclass
+class InFlight:
+    """A submitted generation batch (:meth:`RolloutGroup.submit`): its arguments, each worker's
+    shard of prompt indices, and the worker -> result reference of every shard not collected."""
+
+    prompt_token_ids: list[list[int]]
+    sampling: SamplingConfig
+    seeds: list[int]
+    shards: list[list[int]]
+    pending: dict[int, ray.ObjectRef] = field(default_factory=dict)
 
 
 class RolloutGroup:
@@ -156,13 +175,25 @@ class RolloutGroup:
 
     def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig,
                  seeds: list[int]) -> list[Completion]:
-        """Completions for every prompt (``sampling.n`` each), in prompt order. A worker that
-        dies is replaced, given the current weights, and its prompts re-issued (their seeds
-        make them draw the same samples)."""
+        """Completions for every prompt (``sampling.n`` each), in prompt order: :meth:`submit`
+        then :meth:`collect`."""
+        return self.collect(self.submit(prompt_token_ids, sampling, seeds))
+
+    def submit(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig,
+               seeds: list[int]) -> InFlight:
+        """Start generating (prompts spread round-robin over the workers) and return at once;
+        :meth:`collect` waits for the completions."""
         n = len(self.actors)
         shards = [list(range(w, len(prompt_token_ids), n)) for w in range(n)]
-        pending = {w: self._submit(w, shard, prompt_token_ids, sampling, seeds)
-                   for w, shard in enumerate(shards) if shard}
+        job = InFlight(prompt_token_ids, sampling, seeds, shards)
+        job.pending = {w: self._submit(w, shard, job) for w, shard in enumerate(shards) if shard}
+        return job
+
+    def collect(self, job: InFlight) -> list[Completion]:
+        """The completions of a submitted batch, in prompt order. A worker that dies is
+        replaced, given the current weights (``on_restart``), and its prompts re-issued (their
+        seeds make them draw the same samples)."""
+        pending, shards = job.pending, job.shards
         results: dict[int, list[Completion]] = {}
         failures = 0
         while pending:
@@ -177,7 +208,7 @@ class RolloutGroup:
                 log.warning("rollout worker %d died (%s); restarting and re-issuing %d prompts",
                             w, type(exc).__name__, len(shards[w]))
                 self._restart(w)
-                pending[w] = self._submit(w, shards[w], prompt_token_ids, sampling, seeds)
+                pending[w] = self._submit(w, shards[w], job)
                 continue
             del pending[w]
             for c in comps:  # local prompt index -> global prompt index
@@ -187,10 +218,9 @@ class RolloutGroup:
         out.sort(key=lambda c: c.prompt_index)  # stable: keeps sample order within a prompt
         return out
 
-    def _submit(self, w: int, shard: list[int], prompt_token_ids: list[list[int]],
-                sampling: SamplingConfig, seeds: list[int]) -> ray.ObjectRef:
-        return self.actors[w].generate.remote([prompt_token_ids[i] for i in shard], sampling,
-                                              [seeds[i] for i in shard])
+    def _submit(self, w: int, shard: list[int], job: InFlight) -> ray.ObjectRef:
+        return self.actors[w].generate.remote([job.prompt_token_ids[i] for i in shard],
+                                              job.sampling, [job.seeds[i] for i in shard])
 
     def _restart(self, w: int) -> None:
         try:

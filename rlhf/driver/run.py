@@ -20,6 +20,7 @@ from rlhf.driver.checkpoint import Checkpoints
 from rlhf.driver.data import DataError, PromptStream, load_prompts, longest_prompt
 from rlhf.driver.evaluation import before_after, eval_sampling, evaluate, save_problem_rates
 from rlhf.driver.metrics import plot_metrics
+from rlhf.driver.pipeline import Pipeline
 from rlhf.driver.placement import start_ray, start_roles
 from rlhf.driver.resume import RecipeChanged, ResumePoint, check_recipe
 from rlhf.driver.samples import Batch, build_samples, next_batch, train_sampling
@@ -85,6 +86,8 @@ class Run:
         start_ray(r.train, r.rollout, self.address)
         context_len = longest_prompt(self.train_ds, self.eval_ds) + r.rollout.max_new_tokens
         self.learners, self.sync, self.rollouts = start_roles(r, self.model_path, context_len)
+        self.pipeline = Pipeline(self.rollouts, self.next_batch, self.step_sampling,
+                                 self.push_weights, one_step=r.train.async_mode == "one_step")
         self._resume(ckpt)
         self.metrics = Tracker(self.dir, r, self.point)
         return self
@@ -99,6 +102,7 @@ class Run:
             self.windows.load_state(state["windows"])
         self.version = state["version"]
         self.push_weights(bump=False)
+        self.pipeline.load_state(state.get("pending"))  # one_step: the batch collected at the save
         self.start_step = state["step"]
         warm = state.get("warmup") or {}  # absent: written after the warm-up
         self.point = ResumePoint(self.start_step, warm.get("step", self.recipe.warmup.steps))
@@ -188,6 +192,7 @@ class Run:
         if self.eval_ds is None or self._last_eval == step:
             return {}
         self._last_eval = step
+        self.pipeline.drain()  # the engines free and holding the newest weights
         sampling = eval_sampling(self.recipe.rollout)
         m, per_problem = evaluate(self.rollouts, self.scorer, self.eval_ds, sampling)
         self.metrics.log({"kind": "eval", "step": step, **m})
@@ -197,10 +202,14 @@ class Run:
         return m
 
     def save(self, step: int, warmup: dict | None = None) -> Path:
+        """A checkpoint after ``step`` RL steps; a batch in flight is collected into it
+        (rlhf/driver/pipeline.py)."""
+        self.pipeline.drain()
         windows = self.windows.state() if self.windows else None
         return self.checkpoints.save(step, self.learners, {
             "version": self.version, "data": self.stream.state(), "windows": windows,
-            "warmup": warmup or {"step": self.recipe.warmup.steps}})
+            "warmup": warmup or {"step": self.recipe.warmup.steps},
+            "pending": self.pipeline.state()})
 
     # ---- end ---------------------------------------------------------------------------
     def finish(self) -> dict:

@@ -6,6 +6,9 @@ on a GPU) the policy is sharded with FSDP2 (``fully_shard``): bf16 compute with 
 weights and optimizer state on GPU, float32 on CPU.
 
 One ``train`` call = one generation batch: ``old_logprobs`` once, then K mini-batch updates.
+Samples of an older policy version (``train.async_mode=one_step``) are refused beyond
+``train.max_staleness``; their age is the metric ``train/staleness`` and their tokens get the
+truncated importance weight of rlhf/learner/losses.py (``is_weight_mean``).
 The loss is normalised over the whole mini-batch across ranks (global token-mean or seq-mean),
 whatever the micro-batching.
 """
@@ -33,7 +36,7 @@ from rlhf.learner.batching import (
     plan_micro_batches,
     plan_packs,
 )
-from rlhf.learner.losses import bind_policy_loss
+from rlhf.learner.losses import behaviour_weight, bind_policy_loss
 from rlhf.learner.memory import checkpoint_layers, layers_to_checkpoint
 from rlhf.learner.policy import PolicyModel, base_model
 from rlhf.learner.stats import mismatch_stats
@@ -175,7 +178,8 @@ class LearnerWorker:
         for mini in minibatches:
             for key, v in self._update(mini, old_is_current=on_policy).items():
                 acc[key].append(v)
-        metrics = _mismatch_metrics(samples)
+        metrics = _mismatch_metrics([s for s in samples if s.policy_version == self.version])
+        metrics.update(self._staleness(samples))
         metrics["time/old_logprobs"] = t_old
         metrics.update({k: sum(v) / len(v) for k, v in acc.items()})
         self.version += 1
@@ -193,6 +197,11 @@ class LearnerWorker:
             raise ValueError(f"refusing samples from policy versions {stale}: the learner is at "
                              f"version {self.version} and train.max_staleness is "
                              f"{self.cfg.max_staleness}")
+
+    def _staleness(self, samples: list[TrainSample]) -> dict[str, float]:
+        """Policy versions between the learner and this rank's samples: mean and max."""
+        ages = [self.version - s.policy_version for s in samples] or [0]
+        return {"train/staleness": sum(ages) / len(ages), "train/staleness_max": max(ages)}
 
     def _global_denom(self, mini: list[TrainSample], agg: str) -> float:
         local = sum(s.response_len for s in mini) if agg == "token-mean" else len(mini)
@@ -221,6 +230,16 @@ class LearnerWorker:
             else:
                 old = mb.response_tensor([mini[i].old_logprobs or [] for i in idx] or [[0.0]]).to(self.device)
             inputs: dict[str, Any] = {"denom": denom}
+            stale = torch.tensor([mini[i].policy_version < self.version for i in idx] or [False])
+            if stale.any():  # samples of an older policy (async_mode=one_step): losses.py
+                rollout = mb.response_tensor([mini[i].rollout_logprobs for i in idx]).to(self.device)
+                w = behaviour_weight(old, rollout, stale, self.cfg.stale_is_cap)
+                inputs["is_weight"] = w
+                smask = mask * stale.unsqueeze(-1).to(mask.device)
+                sums["stale_tokens"] = sums["stale_tokens"] + smask.sum() * weight
+                sums["is_weight_mean"] = sums["is_weight_mean"] + (w * smask).sum() * weight
+                sums["is_weight_capped_frac"] = sums["is_weight_capped_frac"] + (
+                    (w >= self.cfg.stale_is_cap) * smask).sum() * weight
             if self.ref is not None:  # only a loss that uses a reference model takes it
                 inputs["ref_logprobs"] = mb.response_tensor(
                     [mini[i].ref_logprobs or [] for i in idx] or [[0.0]]).to(self.device)
@@ -240,7 +259,9 @@ class LearnerWorker:
         names = list(sums)
         values = dict(zip(names, torch.stack([sums[k].float() for k in names]).tolist(), strict=True))
         tokens = max(values.pop("tokens"), 1.0)
-        out = {k: v / tokens for k, v in values.items() if k != "loss"}
+        stale_tokens = max(values.pop("stale_tokens", 0.0), 1.0)  # the is_weight_* means' tokens
+        out = {k: v / (stale_tokens if k.startswith("is_weight") else tokens)
+               for k, v in values.items() if k != "loss"}
         out.update(loss=values["loss"], grad_norm=grad_norm, lr=float(self.scheduler.get_last_lr()[0]))
         if kept:
             self._store_old(mini, kept)
@@ -395,6 +416,9 @@ class LearnerWorker:
     def ping(self) -> int:
         return self.rank
 
+    def policy_version(self) -> int:
+        return self.version
+
     def shutdown(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -403,7 +427,8 @@ class LearnerWorker:
 # ---- helpers -------------------------------------------------------------------------------
 def _mismatch_metrics(samples: list[TrainSample]) -> dict[str, float]:
     """M1's train/inference mismatch on this rank's sampled tokens (rlhf/learner/stats.py):
-    the learner's old_logprobs against the sampler's rollout_logprobs."""
+    the learner's old_logprobs against the sampler's rollout_logprobs. The learner passes its
+    fresh samples only: a stale one's two differ by a policy update as well as by numerics."""
     learner = torch.tensor([x for s in samples for x in (s.old_logprobs or [])], dtype=torch.float64)
     sampler = torch.tensor([x for s in samples if s.old_logprobs for x in s.rollout_logprobs],
                            dtype=torch.float64)

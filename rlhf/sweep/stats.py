@@ -17,7 +17,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats as sps
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
@@ -28,6 +27,8 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float,
     m = float(x.mean())
     if x.size == 1:
         return m, m, m
+    from scipy import stats as sps  # here: a run's own summary needs only numpy
+
     half = float(sps.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
     return m, m - half, m + half
 

@@ -64,8 +64,8 @@ def test_stale_samples_are_refused(tiny_model_dir):
     from rlhf.learner.worker import LearnerWorker
 
     w = LearnerWorker(tiny_model_dir, ModelConfig(path=tiny_model_dir),
-                      TrainConfig(micro_batch_tokens=64, max_staleness=1), CispoLoss(), True,
-                      master_port=29731)
+                      TrainConfig(micro_batch_tokens=64, max_staleness=1), CispoLoss(), True)
+    w.join("127.0.0.1", 29731)
     try:
         w.train([_samples(4)])
         w.train([_samples(4)])  # version-0 samples at learner version 1: within staleness 1

@@ -31,11 +31,13 @@ _GONE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 
 
 class ActorFailure(RuntimeError):
-    """A call of ``actor`` (e.g. ``learner rank 1``) in ``phase`` (e.g. ``train``) failed."""
+    """A call of ``actor`` (e.g. ``learner rank 1``) in ``phase`` (e.g. ``train``) failed.
+    ``keys``: the failed calls' keys (:meth:`Calls.next_done`)."""
 
     def __init__(self, actor: str, phase: str, what: str):
         super().__init__(f"{actor} {what} during {phase}")
         self.actor, self.phase = actor, phase
+        self.keys: list = []
 
 
 class ActorDied(ActorFailure):
@@ -95,10 +97,10 @@ class Calls:
             label, value = self._next(phase, {lab: ref for lab, ref in pending.values()},
                                       deadline, self.timeout(phase))
         except ActorTimedOut as exc:
-            exc.keys = list(pending)  # type: ignore[attr-defined]
+            exc.keys = list(pending)
             raise
         except ActorFailure as exc:
-            exc.keys = [by_label[exc.actor]]  # type: ignore[attr-defined]
+            exc.keys = [by_label[exc.actor]]
             raise
         return by_label[label], value
 

@@ -10,6 +10,7 @@ import pytest
 import ray
 import torch
 
+from rlhf.calls import ActorDied
 from rlhf.config import CispoLoss, ModelConfig, TrainConfig, load_recipe
 from rlhf.driver import train
 from rlhf.driver.roles import LearnerGroup, RolloutGroup
@@ -134,7 +135,7 @@ def test_learner_failure_stops_cleanly_and_resume_continues(tmp_path, capfd):
 
     t = threading.Thread(target=kill_learner, daemon=True)
     t.start()
-    with pytest.raises(ray.exceptions.RayError):
+    with pytest.raises(ActorDied, match=r"^learner rank 0 died \(\w+\) during [a-z ]+$"):
         train(recipe)
     t.join()
     err = capfd.readouterr().err

@@ -13,8 +13,8 @@ import pytest
 import ray
 import torch
 
-from rlhf.config import CispoLoss, RecipeError, parse_recipe
 from rlhf.calls import Calls
+from rlhf.config import CispoLoss, RecipeError, parse_recipe
 from rlhf.driver.roles import LearnerGroup
 from rlhf.weight_sync import (
     Channel,

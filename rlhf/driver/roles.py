@@ -193,7 +193,7 @@ class RolloutGroup:
                     exc.add_note(f"rollout workers failed {failures} times in this generate "
                                  f"(rollout.max_restarts={self.max_restarts})")
                     raise
-                for w in exc.keys:  # type: ignore[attr-defined]
+                for w in exc.keys:
                     log.warning("%s; restarting it and re-issuing its %d prompts", exc,
                                 len(shards[w]))
                     self._restart(w)

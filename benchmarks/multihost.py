@@ -99,7 +99,9 @@ class Rig:
 
     # ---- Ray ------------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
-        return {**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{PY.parent}:{os.environ['PATH']}",
+        # (tests/conftest.py sets this one to 0, which makes `ray start` refuse a second node)
+        base = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+        return {**base, "PYTHONPATH": str(REPO), "PATH": f"{PY.parent}:{os.environ['PATH']}",
                 "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false",
                 "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
 
@@ -119,6 +121,11 @@ class Rig:
                                                stderr=subprocess.STDOUT, start_new_session=True))
             if node == "head":
                 time.sleep(5)  # the GCS first
+        time.sleep(10)
+        for node, p in zip(self.ns, self.procs):
+            if p.poll() is not None:
+                log = (self.work / node / "ray_start.log").read_text()[-1500:]
+                raise RuntimeError(f"`ray start` on node {node} exited ({p.returncode}):\n{log}")
         return head
 
     def driver(self, address: str, args: argparse.Namespace) -> dict:
@@ -288,6 +295,7 @@ def main() -> int:
             rig.build_network()
             result = rig.driver(rig.start_ray(), args)
             result["addresses"] = {n: rig.ip(n) for n in NODES}
+            result["namespaces"] = list(rig.made)
             bad = check(result, rig, args.steps)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         print(f"multihost rig FAILED: {exc} (logs: {work})", file=sys.stderr)

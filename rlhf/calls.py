@@ -26,8 +26,10 @@ import ray
 
 from rlhf.config import TimeoutConfig
 
-# Ray's errors for an actor that is gone (killed, crashed, its node lost) or unreachable
-_GONE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+# Ray's errors for an actor that is gone (killed, crashed, its node lost) or unreachable, or for a
+# result lost with its node
+_GONE = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError,
+         ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError)
 
 
 class ActorFailure(RuntimeError):
@@ -91,7 +93,7 @@ class Calls:
                   deadline: float) -> tuple[Any, Any]:
         """The key and result of the first of ``pending`` (key -> (label, ref)) to finish
         before ``deadline`` (``time.monotonic()``); an :class:`ActorFailure` otherwise, whose
-        ``key`` attribute is the failed call's key (on a timeout: every pending key)."""
+        ``keys`` are the failed call's key (on a timeout: every pending key)."""
         by_label = {label: key for key, (label, _) in pending.items()}
         try:
             label, value = self._next(phase, {lab: ref for lab, ref in pending.values()},

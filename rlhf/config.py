@@ -29,6 +29,15 @@ class Section(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------
+class TimeoutConfig(Section):
+    """How long the driver waits on an actor (rlhf/calls.py): a phase's first call gets
+    ``first_call_s``; later ones ``max(floor_s, factor x the slowest call of that phase so
+    far)``. A call past it stops the run, naming the actor and the phase."""
+    floor_s: float = Field(300.0, gt=0.0, description="Shortest timeout of a phase's later calls (seconds).")
+    factor: float = Field(10.0, ge=1.0, description="A later call may take this many times the slowest call of its phase so far.")
+    first_call_s: float = Field(1800.0, gt=0.0, description="Timeout of a phase's first call: actor start-up (model loading, engine compilation), the first train step, the first weight push (seconds).")
+
+
 class RunConfig(Section):
     name: str = Field("run", description="Run name; outputs go to output_dir/name.")
     output_dir: str = Field("runs", description="Directory for metrics, plots and checkpoints.")
@@ -39,6 +48,7 @@ class RunConfig(Section):
     keep_checkpoints: int = Field(2, ge=1, description="How many step checkpoints to keep.")
     resume: bool = Field(True, description="Resume from the latest checkpoint in the run directory.")
     plot: bool = Field(True, description="Write a PNG plot of the metrics at the end.")
+    timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig, description="Timeouts of the driver's calls to its actors.")
 
 
 class WandbConfig(Section):

@@ -51,7 +51,10 @@ from typing import Any
 
 import ray
 
+from rlhf.calls import Calls, each
 from rlhf.config import GPU_TRANSPORTS
+
+LEARNER, ROLLOUT = "learner rank", "rollout worker"  # the labels of the roles' actors
 
 
 # ---- driver side -------------------------------------------------------------------------
@@ -63,6 +66,7 @@ class ObjectStoreSync:
 
     def __init__(self, learners: Any, dtype: str | None):
         self.learners, self.dtype = learners, dtype
+        self.calls: Calls = learners.calls  # the run's timeouts (rlhf/calls.py)
         self.rollouts: Any = None
         self.version = 0
         self._last: ray.ObjectRef | None = None  # the last push's copy (object store only)
@@ -76,7 +80,8 @@ class ObjectStoreSync:
         t0 = time.perf_counter()
         self.version = version
         self._last = self.learners.export_weights_ref(self.dtype)
-        ray.get([a.update_weights.remote(self._last, version) for a in self.rollouts.actors])
+        self.calls.get("weight push", each(ROLLOUT, [a.update_weights.remote(self._last, version)
+                                                     for a in self.rollouts.actors]))
         return {"time/weight_sync": time.perf_counter() - t0}
 
     def restore(self, actor: Any) -> None:
@@ -85,37 +90,42 @@ class ObjectStoreSync:
         labelled with the learners' version (with ``train.async_mode=one_step`` the learners
         may be a version ahead of the last push)."""
         if self._last is not None:
-            ray.get(actor.update_weights.remote(self._last, self.version))
-            return
-        ref = self.learners.export_weights_ref(self.dtype)
-        ray.get(actor.update_weights.remote(ref, self.learners.version()))
+            ref, version = self._last, self.version
+        else:
+            ref, version = self.learners.export_weights_ref(self.dtype), self.learners.version()
+        self.calls.get("weight push", [(_label(self.rollouts, actor),
+                                        actor.update_weights.remote(ref, version))])
 
 
 class IPCSync(ObjectStoreSync):
     def push(self, version: int) -> dict[str, float]:
         t0 = time.perf_counter()
         self.version = version
-        gather = self.learners.send_weights(IPCTransfer(list(self.rollouts.actors), version),
+        gather = self.learners.send_weights(IPCTransfer(list(self.rollouts.actors), version,
+                                                        self.calls.timeout("weight push")),
                                             self.dtype)
         return {"time/weight_sync": time.perf_counter() - t0, "time/weight_gather": gather}
 
     def restore(self, actor: Any) -> None:
-        self.learners.send_weights(IPCTransfer([actor], self.version), self.dtype)
+        self.learners.send_weights(IPCTransfer([actor], self.version,
+                                               self.calls.timeout("weight push")), self.dtype)
 
 
 class NCCLSync(ObjectStoreSync):
     bucket_bytes = 256 << 20  # per broadcast; two buckets in flight (vLLM's packed transfer)
 
     def connect(self, rollouts: Any) -> None:
-        """Learner rank 0 and every engine join one NCCL group (rendezvous on rank 0's node)."""
+        """Learner rank 0 and every engine join one NCCL group (rendezvous on rank 0's node;
+        rank 0 first leaves the group it was in, if any)."""
         self.rollouts = rollouts
-        address, port = ray.get(self.learners.actors[0].endpoint.remote())
+        address, port = self.calls.get("connect", [(f"{LEARNER} 0",
+                                                    self.learners.actors[0].endpoint.remote())])[0]
         group = NCCLGroup(address, port, world_size=1 + len(rollouts.actors))
         self.meta = self.learners.weight_meta(self.dtype)
-        refs = [a.init_weight_transfer.remote(group) for a in self.learners.actors]
-        refs += [a.init_weight_transfer.remote(address, port, 1 + i, group.world_size)
-                 for i, a in enumerate(rollouts.actors)]
-        ray.get(refs)
+        refs = each(LEARNER, [a.init_weight_transfer.remote(group) for a in self.learners.actors])
+        refs += each(ROLLOUT, [a.init_weight_transfer.remote(address, port, 1 + i, group.world_size)
+                               for i, a in enumerate(rollouts.actors)])
+        self.calls.get("connect", refs)
         self._members = list(rollouts.actors)
 
     def push(self, version: int) -> dict[str, float]:
@@ -124,10 +134,13 @@ class NCCLSync(ObjectStoreSync):
             self.connect(self.rollouts)
         self.version = version
         info = {**self.meta, "packed": True, "packed_buffer_size_bytes": self.bucket_bytes}
-        recv = [a.receive_weights.remote(info, version) for a in self.rollouts.actors]
-        gather = self.learners.send_weights(NCCLTransfer(self.bucket_bytes), self.dtype)
-        ray.get(recv)
+        recv = each(ROLLOUT, [a.receive_weights.remote(info, version) for a in self.rollouts.actors])
+        gather = self.learners.send_weights(NCCLTransfer(self.bucket_bytes), self.dtype, also=recv)
         return {"time/weight_sync": time.perf_counter() - t0, "time/weight_gather": gather}
+
+
+def _label(rollouts: Any, actor: Any) -> str:
+    return f"{ROLLOUT} {rollouts.actors.index(actor)}" if actor in rollouts.actors else ROLLOUT
 
 
 _SYNCS: dict[str, type[ObjectStoreSync]] = {"object_store": ObjectStoreSync, "ipc": IPCSync,
@@ -169,14 +182,31 @@ class Channel:
     group: Any = field(default=None, repr=False)
 
     def join(self, group: NCCLGroup) -> None:
-        """Rank 0 joins the NCCL group as its rank 0 (blocks until the engines join too)."""
+        """Rank 0 leaves the group it was in (after an engine restart), then joins ``group``
+        as its rank 0 (blocks until the engines join too)."""
         if self.rank != 0:
             return
         from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
 
+        self.leave()
         self.group = NCCLWeightTransferEngine.trainer_init(
             {"master_address": group.address, "master_port": group.port,
              "world_size": group.world_size})
+
+    def leave(self) -> None:
+        """Destroy this rank's NCCL communicator, if it has one (vLLM's ``PyNcclCommunicator``
+        has ``destroy``; a torch process group is destroyed with ``destroy_process_group``)."""
+        old, self.group = self.group, None
+        if old is None:
+            return
+        destroy = getattr(old, "destroy", None)
+        if callable(destroy):
+            destroy()
+        else:
+            import torch.distributed as dist
+
+            if isinstance(old, dist.ProcessGroup):
+                dist.destroy_process_group(old)
 
 
 @dataclass(frozen=True)
@@ -187,6 +217,7 @@ class IPCTransfer:
 
     engines: list
     version: int
+    timeout_s: float | None = None  # the driver's weight-push timeout (rlhf/calls.py)
 
     def send(self, weights: dict, channel: Channel) -> None:
         from dataclasses import asdict
@@ -194,7 +225,8 @@ class IPCTransfer:
         from vllm.distributed.weight_transfer.ipc_engine import IPCWeightTransferEngine
 
         def send_mode(info: Any) -> None:
-            ray.get([e.receive_weights.remote(asdict(info), self.version) for e in self.engines])
+            ray.get([e.receive_weights.remote(asdict(info), self.version) for e in self.engines],
+                    timeout=self.timeout_s)
 
         IPCWeightTransferEngine.trainer_send_weights(iter(weights.items()), {"send_mode": send_mode})
 

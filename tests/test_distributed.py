@@ -10,6 +10,7 @@ import pytest
 import ray
 import torch
 
+from rlhf.calls import ActorDied
 from rlhf.config import CispoLoss, ModelConfig, TrainConfig, load_recipe
 from rlhf.driver import train
 from rlhf.driver.roles import LearnerGroup, RolloutGroup
@@ -64,8 +65,8 @@ def test_stale_samples_are_refused(tiny_model_dir):
     from rlhf.learner.worker import LearnerWorker
 
     w = LearnerWorker(tiny_model_dir, ModelConfig(path=tiny_model_dir),
-                      TrainConfig(micro_batch_tokens=64, max_staleness=1), CispoLoss(), True,
-                      master_port=29731)
+                      TrainConfig(micro_batch_tokens=64, max_staleness=1), CispoLoss(), True)
+    w.join("127.0.0.1", 29731)
     try:
         w.train([_samples(4)])
         w.train([_samples(4)])  # version-0 samples at learner version 1: within staleness 1
@@ -134,7 +135,7 @@ def test_learner_failure_stops_cleanly_and_resume_continues(tmp_path, capfd):
 
     t = threading.Thread(target=kill_learner, daemon=True)
     t.start()
-    with pytest.raises(ray.exceptions.RayError):
+    with pytest.raises(ActorDied, match=r"^learner rank 0 died \(\w+\) during [a-z ]+$"):
         train(recipe)
     t.join()
     err = capfd.readouterr().err

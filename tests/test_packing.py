@@ -112,7 +112,8 @@ def test_k1_skips_the_old_logprob_pass_and_keeps_the_update(tiny_model_dir):
 
     def run(skip: bool):
         w = LearnerWorker(tiny_model_dir, ModelConfig(path=tiny_model_dir),
-                          TrainConfig(micro_batch_tokens=64), CispoLoss(), True, master_port=29733)
+                          TrainConfig(micro_batch_tokens=64), CispoLoss(), True)
+        w.join("127.0.0.1", 29733)
         try:
             batch = samples(6, seed=3)
             expected_old = w.compute_logprobs(batch)

@@ -13,6 +13,7 @@ import pytest
 import ray
 import torch
 
+from rlhf.calls import Calls
 from rlhf.config import CispoLoss, RecipeError, parse_recipe
 from rlhf.driver.roles import LearnerGroup
 from rlhf.weight_sync import (
@@ -68,11 +69,12 @@ def install_fake_vllm(setitem=sys.modules.__setitem__) -> list:
         @staticmethod
         def trainer_init(info):
             calls.append(("nccl_init", dict(info)))
-            return f"group-{len(calls)}"
+            return FakeGroup(f"group-{len(calls)}", calls)
 
         @staticmethod
         def trainer_send_weights(weights, args):
-            calls.append(("nccl_send", [(n, list(t.shape)) for n, t in weights], dict(args)))
+            calls.append(("nccl_send", [(n, list(t.shape)) for n, t in weights],
+                          {**args, "group": str(args["group"])}))
 
     ipc = types.ModuleType("vllm.distributed.weight_transfer.ipc_engine")
     ipc.IPCWeightTransferEngine = IPCWeightTransferEngine
@@ -83,6 +85,18 @@ def install_fake_vllm(setitem=sys.modules.__setitem__) -> list:
     setitem(ipc.__name__, ipc)
     setitem(nccl.__name__, nccl)
     return calls
+
+
+class FakeGroup(str):
+    """A communicator (vLLM's PyNcclCommunicator) that records its ``destroy``."""
+
+    def __new__(cls, name, calls):
+        group = super().__new__(cls, name)
+        group.calls = calls
+        return group
+
+    def destroy(self):
+        self.calls.append(("nccl_destroy", str(self)))
 
 
 @ray.remote
@@ -145,6 +159,7 @@ class FakeEngine:
 def _learners(n):
     group = object.__new__(LearnerGroup)  # the real fan-out, over stand-in ranks
     group.actors = [FakeLearner.remote(r) for r in range(n)]
+    group.calls = Calls()
     return group
 
 
@@ -181,8 +196,10 @@ def test_nccl_sync_ranks_engines_after_the_learner_and_regroups_after_a_restart(
     assert [c[0] for c in new_log] == ["init", "recv"] and new_log[1][2] == 2
     assert [c[0] for c in ray.get(rollouts.actors[0].log.remote())] == ["init", "recv", "init", "recv"]
     _, vllm0 = ray.get(learners.actors[0].log.remote())
-    assert [c[0] for c in vllm0] == ["nccl_init", "nccl_send", "nccl_init", "nccl_send"]
-    assert vllm0[3][2]["group"] == "group-3"  # the second push goes over the new group
+    # the old group is destroyed before the new one is formed, and the push uses the new one
+    assert [c[0] for c in vllm0] == ["nccl_init", "nccl_send", "nccl_destroy", "nccl_init",
+                                     "nccl_send"]
+    assert vllm0[2][1] == "group-1" and vllm0[4][2]["group"] == "group-4"
 
 
 def test_ipc_sync_sends_every_version_and_restores_one_worker(local_ray):
@@ -227,7 +244,9 @@ def _worker(model_dir, lora=None, port=29741):
     from rlhf.learner.worker import LearnerWorker
 
     cfg = ModelConfig(path=model_dir, lora=LoraConfig(**lora) if lora else None)
-    return LearnerWorker(model_dir, cfg, TrainConfig(), CispoLoss(), True, master_port=port)
+    w = LearnerWorker(model_dir, cfg, TrainConfig(), CispoLoss(), True)
+    w.join("127.0.0.1", port)
+    return w
 
 
 @pytest.fixture(scope="module")

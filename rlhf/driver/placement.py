@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from rlhf.calls import Calls
 from rlhf.config import PlacementConfig, Recipe, RolloutConfig, TrainConfig
 from rlhf.driver.roles import LearnerGroup, RolloutGroup
 from rlhf.weight_sync import ObjectStoreSync, make_weight_sync, pick_transport
@@ -18,7 +19,9 @@ _PASSED_ENV = ("NCCL_", "VLLM_", "HF_", "TRANSFORMERS_", "TORCH_", "NVSHMEM_", "
 
 def start_ray(train: TrainConfig, rollout: RolloutConfig, address: str | None) -> None:
     """Connect to ``address`` (or ``RAY_ADDRESS``, set inside ``ray job submit``), else start a
-    local instance sized for the actors; a no-op when Ray is already up."""
+    local instance sized for the actors, on loopback; a no-op when Ray is already up. On a
+    cluster this driver's node keeps the address the cluster knows it by (never 127.0.0.1,
+    which the other nodes cannot reach)."""
     import ray
 
     if ray.is_initialized():
@@ -47,7 +50,8 @@ class Placement:
     rollout_gpus: float = 0.0
 
 
-def placement_plan(p: PlacementConfig, train: TrainConfig, rollout: RolloutConfig) -> Placement:
+def placement_plan(p: PlacementConfig, train: TrainConfig, rollout: RolloutConfig,
+                   timeout_s: float = 1800.0) -> Placement:
     """``local``: CPU actors. ``separate``: one placement group, the learners' bundles first,
     then the engines' (different GPUs). ``colocated``: one bundle (GPU) per learner/engine pair,
     each taking half of it."""
@@ -67,7 +71,12 @@ def placement_plan(p: PlacementConfig, train: TrainConfig, rollout: RolloutConfi
         bundles = [{"GPU": 1, "CPU": train.num_cpus + rollout.num_cpus}] * n
         plan = Placement(None, list(range(n)), list(range(n)), 0.5, 0.5)
     plan.pg = placement_group(bundles, strategy="PACK")
-    ray.get(plan.pg.ready(), timeout=600)
+    try:
+        ray.get(plan.pg.ready(), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise RuntimeError(f"placement.mode={p.mode}: the cluster did not grant the bundles "
+                           f"{bundles} in {timeout_s:g} s (run.timeouts.first_call_s); `ray status` "
+                           "shows what it has") from None
     return plan
 
 
@@ -75,12 +84,13 @@ def start_roles(r: Recipe, model_path: str, context_len: int,
                 ) -> tuple[LearnerGroup, ObjectStoreSync, RolloutGroup]:
     """The learners, the weight sync between them and the engines, and the rollout workers
     (whose restart hook is the sync's ``restore``), placed and connected."""
-    place = placement_plan(r.placement, r.train, r.rollout)
+    calls = Calls(r.run.timeouts)
+    place = placement_plan(r.placement, r.train, r.rollout, r.run.timeouts.first_call_s)
     learner_kwargs = dict(model_path=model_path, model_cfg=r.model, train_cfg=r.train,
                           loss_cfg=r.loss, lm_head_fp32=r.precision.lm_head_fp32, seed=r.run.seed)
     learners = LearnerGroup(r.train.num_learners, learner_kwargs, r.train.num_cpus,
                             place.learner_gpus, place.pg, name=f"m1rl-{r.run.name}",
-                            bundles=place.learner_bundles)
+                            bundles=place.learner_bundles, calls=calls)
     engine = r.rollout.engine
     transport = pick_transport(engine.weight_transports, r.placement.mode, r.placement.weight_sync)
     setup = EngineSetup(dtype=r.model.dtype, lm_head_fp32=r.precision.lm_head_fp32,
@@ -90,6 +100,6 @@ def start_roles(r: Recipe, model_path: str, context_len: int,
     sync = make_weight_sync(transport, learners, "bfloat16" if r.model.dtype == "bfloat16" else None)
     rollouts = RolloutGroup(r.rollout.num_workers, engine, model_path, setup, r.rollout.num_cpus,
                             place.rollout_gpus, r.rollout.max_restarts, place.pg,
-                            place.rollout_bundles, on_restart=sync.restore)
+                            place.rollout_bundles, on_restart=sync.restore, calls=calls)
     sync.connect(rollouts)
     return learners, sync, rollouts

@@ -26,7 +26,7 @@ from rlhf.config import Recipe
 # evaluates and saves, where its metrics go, and the resources of its actors (per-prompt seeds
 # make the samples independent of the number of rollout workers' CPUs and restarts).
 RESUME_SAFE = ("run.steps", "run.eval_every", "run.save_every", "run.keep_checkpoints",
-               "run.plot", "run.resume", "logging", "rollout.num_cpus", "rollout.max_restarts",
+               "run.plot", "run.resume", "run.timeouts", "logging", "rollout.num_cpus", "rollout.max_restarts",
                "train.num_cpus")
 
 

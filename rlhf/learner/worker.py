@@ -44,26 +44,39 @@ from rlhf.weight_sync import Channel, NCCLGroup, Transfer
 
 
 class LearnerWorker:
+    """Built in two steps, because the group's address is rank 0's: the actor is created (no
+    model yet), rank 0 reports :meth:`endpoint` (its node's address and a free port there), then
+    every rank joins that rendezvous (:meth:`join`) and builds its shard of the policy."""
+
     def __init__(self, model_path: str, model_cfg: ModelConfig, train_cfg: TrainConfig,
                  loss_cfg: LossConfig, lm_head_fp32: bool, rank: int = 0, world_size: int = 1,
-                 master_addr: str = "127.0.0.1", master_port: int = 29500, seed: int = 0,
-                 num_threads: int | None = None):
+                 seed: int = 0, num_threads: int | None = None):
         if num_threads:
             torch.set_num_threads(num_threads)
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.model_path, self.lm_head_fp32 = model_path, lm_head_fp32
         self.cfg, self.model_cfg, self.loss_cfg = train_cfg, model_cfg, loss_cfg
         self.loss_fn = bind_policy_loss(loss_cfg)
         self.device = torch.device(f"cuda:{torch.cuda.current_device()}"
                                    if torch.cuda.is_available() else "cpu")
-        torch.manual_seed(seed + rank)
+        self.version = 0
+        self.channel = Channel(rank)  # this rank's weight-sync state (rlhf/weight_sync.py)
+
+    def join(self, master_addr: str, master_port: int) -> int:
+        """Join the learner group at rank 0's ``master_addr:master_port`` (every rank at once:
+        it blocks until all have joined), then build the policy, reference and optimizer."""
+        torch.manual_seed(self.seed + self.rank)
         if not dist.is_initialized():
             backend = "nccl" if self.device.type == "cuda" else "gloo"
+            _use_gloo_interface(_node_address())
             dist.init_process_group(backend, init_method=f"tcp://{master_addr}:{master_port}",
-                                    rank=rank, world_size=world_size)
+                                    rank=self.rank, world_size=self.world_size)
+        train_cfg, loss_cfg = self.cfg, self.loss_cfg
         self.fsdp = train_cfg.fsdp == "on" or (train_cfg.fsdp == "auto" and (
-            world_size > 1 or self.device.type == "cuda"))
-        self.policy, self.pad_id = self._build_policy(model_path, lm_head_fp32)
-        self.ref = self._build_reference(model_path, lm_head_fp32) if loss_cfg.uses_reference else None
+            self.world_size > 1 or self.device.type == "cuda"))
+        self.policy, self.pad_id = self._build_policy(self.model_path, self.lm_head_fp32)
+        self.ref = (self._build_reference(self.model_path, self.lm_head_fp32)
+                    if loss_cfg.uses_reference else None)
         params = [p for p in self.policy.parameters() if p.requires_grad]
         o: OptimConfig = train_cfg.optim
         self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(o.betas[0], o.betas[1]),
@@ -71,8 +84,7 @@ class LearnerWorker:
         warm = o.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
-        self.version = 0
-        self.channel = Channel(rank)  # this rank's weight-sync state (rlhf/weight_sync.py)
+        return self.rank
 
     # ---- construction ----------------------------------------------------------------
     def _load_lm(self, model_path: str):
@@ -350,12 +362,11 @@ class LearnerWorker:
                 "shapes": [list(v.shape) for _, v in kept]}
 
     def endpoint(self) -> tuple[str, int]:
-        """This node's address and a free port on it (a rendezvous for the engines)."""
+        """This node's address and a free port on it: the rendezvous of the learner group
+        (asked of rank 0) and of the NCCL weight group."""
         import socket
 
-        import ray
-
-        address = ray.util.get_node_ip_address()
+        address = _node_address()
         with socket.socket() as s:
             s.bind((address, 0))
             return address, s.getsockname()[1]
@@ -425,6 +436,26 @@ class LearnerWorker:
 
 
 # ---- helpers -------------------------------------------------------------------------------
+def _node_address() -> str:
+    """The address Ray knows this node by (``--node-ip-address``); loopback outside Ray."""
+    import ray
+
+    return ray.util.get_node_ip_address() if ray.is_initialized() else "127.0.0.1"
+
+
+def _use_gloo_interface(address: str) -> None:
+    """Make gloo use the network interface that holds ``address`` (the one the other ranks
+    reach this node by), unless the user chose one (``GLOO_SOCKET_IFNAME``). Left alone, gloo
+    binds whatever this host's name resolves to: on many hosts a loopback alias (127.0.1.1)
+    that the other hosts cannot reach. NCCL picks its own interfaces."""
+    import psutil
+
+    name = next((nic for nic, addrs in psutil.net_if_addrs().items()
+                 if any(a.address == address for a in addrs)), None)
+    if name is not None:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", name)
+
+
 def _mismatch_metrics(samples: list[TrainSample]) -> dict[str, float]:
     """M1's train/inference mismatch on this rank's sampled tokens (rlhf/learner/stats.py):
     the learner's old_logprobs against the sampler's rollout_logprobs. The learner passes its

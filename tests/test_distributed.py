@@ -139,7 +139,7 @@ def test_learner_failure_stops_cleanly_and_resume_continues(tmp_path, capfd):
     t.join()
     err = capfd.readouterr().err
     assert "run failed" in err and "Run the same command again to resume" in err
-    assert (ckpt / "learner.pt").exists()
+    assert (ckpt / "learner" / ".metadata").exists()
     steps_logged = sorted(_rows(tmp_path / "crash"))
     assert steps_logged[:2] == [1, 2]
     summary = train(recipe)  # resumes from the last checkpoint and finishes

@@ -85,14 +85,15 @@ class LearnerGroup:
         seconds."""
         return self._all("send_weights", transfer, dtype)[0]
 
-    def save(self, path: str, extra: dict | None = None) -> None:
-        self._all("save", path, extra)
+    def save(self, path: str) -> None:
+        self._all("save", path)
 
     def load(self, path: str) -> int:
         return self._all("load", path)[0]
 
-    def save_hf(self, out_dir: str, src: str) -> None:
-        self._all("save_hf", out_dir, src)
+    def probe_checkpoint_dir(self, root: str, token: str) -> list[str]:
+        """What each learner that cannot reach the checkpoint directory says (empty: all can)."""
+        return [p for p in self._all("probe_checkpoint_dir", root, token) if p]
 
     def shutdown(self) -> None:
         try:

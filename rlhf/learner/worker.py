@@ -12,7 +12,6 @@ whatever the micro-batching.
 
 from __future__ import annotations
 
-import os
 import time
 from collections import defaultdict
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ import torch
 import torch.distributed as dist
 
 from rlhf.config import LoraConfig, LossConfig, ModelConfig, OptimConfig, TrainConfig
+from rlhf.learner import checkpoint as ckpt
 from rlhf.learner.attention import use_packed_attention
 from rlhf.learner.batching import (
     MicroBatch,
@@ -351,42 +351,25 @@ class LearnerWorker:
             torch.cuda.empty_cache()
         return gather_s
 
-    def save(self, path: str, extra: dict | None = None) -> None:
-        """Write model + optimizer + scheduler + RNG to ``path/learner.pt`` (rank 0)."""
-        model_sd, optim_sd = self._full_state(with_optimizer=True)
-        if self.rank == 0:
-            state = {"model": model_sd, "optim": optim_sd, "sched": self.scheduler.state_dict(),
-                     "version": self.version, "rng": torch.get_rng_state(), "extra": extra or {}}
-            Path(path).mkdir(parents=True, exist_ok=True)
-            tmp = Path(path) / "learner.pt.tmp"
-            torch.save(state, tmp)
-            os.replace(tmp, Path(path) / "learner.pt")
-        if self.world_size > 1:
-            dist.barrier()
+    def save(self, path: str) -> None:
+        """This rank's shard of model + optimizer, its RNG, and (rank 0) the scheduler and
+        version, into the step checkpoint ``path`` (rlhf/learner/checkpoint.py; collective)."""
+        ckpt.save(Path(path), self.policy, self.optimizer, self.scheduler, self.version, self.rank)
 
     def load(self, path: str) -> int:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-        state = torch.load(Path(path) / "learner.pt", map_location="cpu", weights_only=True)
-        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        set_state_dict(self.policy, self.optimizer, model_state_dict=state["model"],
-                       optim_state_dict=state["optim"], options=opts)
-        self.scheduler.load_state_dict(state["sched"])
-        self.version = state["version"]
-        torch.set_rng_state(state["rng"])
+        """Restore what :meth:`save` wrote (collective); the policy version."""
+        self.version = ckpt.load(Path(path), self.policy, self.optimizer, self.scheduler, self.rank)
         return self.version
 
-    def save_hf(self, out_dir: str, tokenizer_src: str) -> None:
-        """The final model as a Hugging Face checkpoint directory (LoRA merged)."""
-        sd = self.export_weights()
-        if sd is None:  # not rank 0
-            return
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def probe_checkpoint_dir(self, root: str, token: str) -> str | None:
+        """None when this actor reaches the driver's checkpoint directory, else why not."""
+        import socket
 
-        lm = AutoModelForCausalLM.from_pretrained(tokenizer_src, dtype=torch.float32)
-        lm.load_state_dict(sd, strict=False)
-        lm.save_pretrained(out_dir)
-        AutoTokenizer.from_pretrained(tokenizer_src).save_pretrained(out_dir)
+        import ray
+
+        who = (f"learner rank {self.rank} on node {ray.util.get_node_ip_address()} "
+               f"({socket.gethostname()})")
+        return ckpt.probe(Path(root), Path(token), who)
 
     def ping(self) -> int:
         return self.rank

@@ -10,7 +10,7 @@ import pytest
 import ray
 import torch
 
-from rlhf.config import CispoLoss, ModelConfig, TrainConfig, load_recipe
+from rlhf.config import CispoLoss, GrpoLoss, ModelConfig, TrainConfig, load_recipe
 from rlhf.driver import train
 from rlhf.driver.roles import LearnerGroup, RolloutGroup
 from rlhf.learner.batching import TrainSample
@@ -58,6 +58,31 @@ def test_two_fsdp_learners_equal_one_learner(local_ray, tiny_model_dir):
     assert all(not torch.equal(init[k], w1[k]) for k in init)  # every weight moved
     for k in w1:
         assert torch.allclose(w1[k], w2[k], atol=2e-6), k
+
+
+def test_reference_model_is_sharded_like_the_policy(local_ray, tiny_model_dir):
+    """A KL term's reference model: each of 2 ranks holds half of every weight, and the KL and
+    loss equal the one-rank run's."""
+    from torch.distributed.tensor import DTensor
+
+    def ref_shards(worker):
+        return {k: (isinstance(v, DTensor), v.to_local().numel() if isinstance(v, DTensor)
+                    else v.numel(), v.numel()) for k, v in worker.ref.state_dict().items()}
+
+    metrics = []
+    for n in (1, 2):
+        group = LearnerGroup(n, {**_learner_kwargs(tiny_model_dir, optim={"lr": 1e-3}),
+                                 "loss_cfg": GrpoLoss(kl_coef=0.1)})
+        metrics.append(group.train(_samples(), mini_batches=2))
+        if n == 2:
+            shards = ray.get(group.actors[1].__ray_call__.remote(ref_shards))
+        group.shutdown()
+    assert metrics[0]["kl"] > 0
+    assert metrics[1]["kl"] == pytest.approx(metrics[0]["kl"], rel=1e-4)
+    assert metrics[1]["loss"] == pytest.approx(metrics[0]["loss"], rel=1e-4, abs=1e-6)
+    assert shards and all(sharded for sharded, _, _ in shards.values())
+    held, total = sum(h for _, h, _ in shards.values()), sum(t for _, _, t in shards.values())
+    assert held <= total // 2 + 64  # rank 1's half (rows split over 2 ranks, odd sizes rounded)
 
 
 def test_stale_samples_are_refused(tiny_model_dir):

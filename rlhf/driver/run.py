@@ -17,9 +17,9 @@ from tqdm import tqdm
 from rewards import RewardResult
 from rlhf.config import Recipe, RecipeError, check_resources
 from rlhf.driver.checkpoint import CheckpointDirError, Checkpoints, check_reachable, checkpoint_root
-from rlhf.driver.export import write_hf
 from rlhf.driver.data import DataError, PromptStream, load_prompts, longest_prompt
 from rlhf.driver.evaluation import eval_sampling, evaluate
+from rlhf.driver.export import write_hf
 from rlhf.driver.metrics import plot_metrics
 from rlhf.driver.placement import start_ray, start_roles
 from rlhf.driver.resume import RecipeChanged, ResumePoint, check_recipe

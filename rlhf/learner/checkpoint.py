@@ -122,9 +122,9 @@ class SafeReader(FileSystemReader):
             metadata = _MetadataUnpickler(fh).load()
         if not isinstance(metadata, Metadata):
             raise pickle.UnpicklingError(f"{path}: not DCP metadata")
-        if getattr(metadata, "storage_meta", None) is None:
-            metadata.storage_meta = StorageMeta()
-        metadata.storage_meta.load_id = self.load_id
+        meta = metadata.storage_meta or StorageMeta()
+        meta.load_id = self.load_id
+        metadata.storage_meta = meta
         return metadata
 
 

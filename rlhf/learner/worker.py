@@ -110,6 +110,8 @@ class LearnerWorker:
         lm, _ = self._load_lm(model_path)
         ref = PolicyModel(lm, lm_head_fp32=lm_head_fp32, chunk_size=self.cfg.logprob_chunk)
         ref.to(self.device).eval().requires_grad_(False)
+        if self.fsdp:  # sharded like the policy: each rank holds 1/N, gathered layer by layer
+            _shard(ref, self.device, self.model_cfg.dtype)
         return ref
 
     # ---- forward helpers ----------------------------------------------------------------

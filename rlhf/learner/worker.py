@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -302,16 +302,27 @@ class LearnerWorker:
         return sd
 
     # ---- weight sync to the engines on GPU (the transports: rlhf/weight_sync.py) ---------
-    def _gpu_weights(self, dtype: str | None) -> dict[str, torch.Tensor]:
-        """Full Hugging Face-named weights on this rank's GPU (every rank gets all of them;
-        the gather is collective), LoRA merged, cast to the engines' dtype."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    def _gpu_weights(self, dtype: str | None, gather_s: list[float] | None = None,
+                     ) -> Iterator[tuple[str, torch.Tensor]]:
+        """Full Hugging Face-named weights on this rank's device, one tensor at a time, in
+        :meth:`weight_meta`'s order: each is gathered from its FSDP shards when it is reached
+        (a collective: every rank must run the iterator to its end), LoRA merged, cast to the
+        engines' dtype. What a consumer drops is freed: no rank need hold the full model.
+        ``gather_s`` receives the seconds spent gathering."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-        full = _tensors(get_model_state_dict(self.policy,
-                                             options=StateDictOptions(full_state_dict=True)))
-        sd = _hf_names({k: _full(v) for k, v in full.items()}, self.model_cfg.lora)
+        sd = _tensors(get_model_state_dict(self.policy))  # sharded (DTensors): nothing gathered
         cast = getattr(torch, dtype) if dtype else None
-        return {k: (v.to(cast) if cast else v).contiguous() for k, v in sd.items()}
+        for key, value in sd.items():
+            t0 = time.perf_counter()
+            name = _hf_key(key, self.model_cfg.lora)
+            if name is None:
+                continue
+            full = _merged(key, _full(value), lambda k: _full(sd[k]), self.model_cfg.lora)
+            full = (full.to(cast) if cast else full).contiguous()
+            if gather_s is not None:
+                gather_s.append(time.perf_counter() - t0)
+            yield name, full
 
     def weight_meta(self, dtype: str | None) -> dict[str, list]:
         """Names, dtypes and shapes of what :meth:`send_weights` sends, in its order (what an
@@ -342,16 +353,14 @@ class LearnerWorker:
         self.channel.join(group)
 
     def send_weights(self, transfer: Transfer, dtype: str | None) -> float:
-        """One push to the engines: this rank gathers the full weights on its GPU (every rank
-        must call it) and hands them to ``transfer``'s transport; seconds spent gathering."""
-        t0 = time.perf_counter()
-        weights = self._gpu_weights(dtype)
-        gather_s = time.perf_counter() - t0
-        transfer.send(weights, self.channel)
-        del weights
+        """One push to the engines: this rank's weights, gathered tensor by tensor
+        (:meth:`_gpu_weights`; every rank must call it), through ``transfer``'s transport;
+        seconds spent gathering."""
+        gather_s: list[float] = []
+        transfer.send(self._gpu_weights(dtype, gather_s), self.channel)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        return gather_s
+        return sum(gather_s)
 
     def save(self, path: str) -> None:
         """This rank's shard of model + optimizer, its RNG, and (rank 0) the scheduler and
@@ -423,19 +432,21 @@ def _hf_key(key: str, lora: LoraConfig | None) -> str | None:
     return k.removeprefix("base_model.model.").replace(".base_layer.", ".")
 
 
+def _merged(key: str, value: torch.Tensor, get: Callable[[str], torch.Tensor],
+            lora: LoraConfig | None) -> torch.Tensor:
+    """``value`` of policy key ``key`` with its LoRA delta merged in (W + alpha/r * B @ A; the
+    factors fetched with ``get``) where it is an adapted base weight; else ``value``."""
+    if lora is None or ".base_layer." not in key:
+        return value
+    a = get(key.replace(".base_layer.weight", ".lora_A.default.weight"))
+    b = get(key.replace(".base_layer.weight", ".lora_B.default.weight"))
+    return value + lora.alpha / lora.r * (b.float() @ a.float()).to(value.dtype)
+
+
 def _hf_names(sd: dict[str, torch.Tensor], lora: LoraConfig | None) -> dict[str, torch.Tensor]:
     """Policy state dict -> Hugging Face names; LoRA deltas merged (W + alpha/r * B @ A)."""
-    out = {}
-    for k, v in sd.items():
-        name = _hf_key(k, lora)
-        if name is None:
-            continue
-        if lora is not None and ".base_layer." in k:
-            a = sd[k.replace(".base_layer.weight", ".lora_A.default.weight")]
-            b = sd[k.replace(".base_layer.weight", ".lora_B.default.weight")]
-            v = v + lora.alpha / lora.r * (b.float() @ a.float()).to(v.dtype)
-        out[name] = v
-    return out
+    return {name: _merged(k, v, sd.__getitem__, lora) for k, v in sd.items()
+            if (name := _hf_key(k, lora)) is not None}
 
 
 def _shard(policy: PolicyModel, device: torch.device, dtype: str) -> None:

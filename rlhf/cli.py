@@ -62,13 +62,14 @@ def cmd_train(args) -> int:
     local_ray_auth(args.address)
     from rewards import VerifierUnavailable
     from rlhf.driver import train
+    from rlhf.driver.checkpoint import CheckpointDirError
     from rlhf.driver.data import DataError
     from rlhf.driver.resume import RecipeChanged
     from rlhf.driver.scoring import VerifierErrors
 
     try:
         summary = train(recipe, address=args.address, allow_recipe_change=args.allow_recipe_change)
-    except (RecipeChanged, DataError) as exc:  # raised before any work
+    except (RecipeChanged, DataError, CheckpointDirError) as exc:  # raised before any work
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (VerifierUnavailable, VerifierErrors):

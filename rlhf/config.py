@@ -46,6 +46,7 @@ class RunConfig(Section):
     eval_every: int = Field(0, ge=0, description="Evaluate every N steps (0: only at start and end).")
     save_every: int = Field(0, ge=0, description="Checkpoint every N steps (0: only at the end).")
     keep_checkpoints: int = Field(2, ge=1, description="How many step checkpoints to keep.")
+    checkpoint_dir: str | None = Field(None, description="Where this run's step checkpoints go (null: output_dir/name/checkpoints). Every learner writes its own shard there and the driver its state, so on a cluster it must be a shared filesystem or a path mounted at the same place on every node; checked at start, from the driver and every learner. Relative paths resolve against the driver's working directory.")
     resume: bool = Field(True, description="Resume from the latest checkpoint in the run directory.")
     plot: bool = Field(True, description="Write a PNG plot of the metrics at the end.")
     timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig, description="Timeouts of the driver's calls to its actors.")

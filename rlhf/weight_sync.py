@@ -31,8 +31,9 @@ and a stand-in vLLM; the transfers themselves run on GPU: benchmarks/gpu_proof.p
   will be sent, read from the learner's state-dict keys and shapes (nothing is gathered); learner
   rank 0 and every engine join the group concurrently. A replaced engine makes the next ``push``
   form the group again.
-* nccl ``push``: every engine starts receiving (names, shapes, bucket size, version), every
-  learner rank gathers (a collective), rank 0 broadcasts the buckets.
+* nccl ``push``: every engine starts receiving (names, shapes, bucket size, version); the
+  learners gather tensor by tensor from their shards as rank 0 fills the buckets (a collective
+  per tensor; no rank holds the full model), rank 0 broadcasts the buckets.
 * ipc ``push``: every learner rank gathers on its GPU and exports handles; the engines receive
   them with the version.
 * object store ``push``: rank 0's CPU copy goes to every engine; it is kept (here only) so that
@@ -46,6 +47,7 @@ that produced it (the learner refuses samples older than ``train.max_staleness``
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -219,7 +221,7 @@ class IPCTransfer:
     version: int
     timeout_s: float | None = None  # the driver's weight-push timeout (rlhf/calls.py)
 
-    def send(self, weights: dict, channel: Channel) -> None:
+    def send(self, weights: Iterable[tuple[str, Any]], channel: Channel) -> None:
         from dataclasses import asdict
 
         from vllm.distributed.weight_transfer.ipc_engine import IPCWeightTransferEngine
@@ -228,24 +230,29 @@ class IPCTransfer:
             ray.get([e.receive_weights.remote(asdict(info), self.version) for e in self.engines],
                     timeout=self.timeout_s)
 
-        IPCWeightTransferEngine.trainer_send_weights(iter(weights.items()), {"send_mode": send_mode})
+        held = dict(weights)  # the engines map this rank's memory: all of it, until they return
+        IPCWeightTransferEngine.trainer_send_weights(iter(held.items()), {"send_mode": send_mode})
 
 
 @dataclass(frozen=True)
 class NCCLTransfer:
     """A bucketed broadcast from rank 0 over the group it joined (the engines must be receiving
-    concurrently); other ranks only take part in the gather."""
+    concurrently), streamed: each tensor is gathered from the shards as the bucket fills, so
+    rank 0 holds one bucket and one tensor, not the model; other ranks only take part in the
+    gathers."""
 
     bucket_bytes: int
 
-    def send(self, weights: dict, channel: Channel) -> None:
+    def send(self, weights: Iterable[tuple[str, Any]], channel: Channel) -> None:
         if channel.rank != 0:
+            for _ in weights:  # join every gather, keep nothing
+                pass
             return
         import torch
         from vllm.distributed.weight_transfer.nccl_engine import NCCLWeightTransferEngine
 
         NCCLWeightTransferEngine.trainer_send_weights(
-            iter(weights.items()), {"group": channel.group, "packed": True,
+            iter(weights), {"group": channel.group, "packed": True,
                                     "packed_buffer_size_bytes": self.bucket_bytes})
         if torch.cuda.is_available():
             torch.cuda.synchronize()

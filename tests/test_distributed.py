@@ -11,7 +11,7 @@ import ray
 import torch
 
 from rlhf.calls import ActorDied
-from rlhf.config import CispoLoss, ModelConfig, TrainConfig, load_recipe
+from rlhf.config import CispoLoss, GrpoLoss, ModelConfig, TrainConfig, load_recipe
 from rlhf.driver import train
 from rlhf.driver.roles import LearnerGroup, RolloutGroup
 from rlhf.learner.batching import TrainSample
@@ -59,6 +59,36 @@ def test_two_fsdp_learners_equal_one_learner(local_ray, tiny_model_dir):
     assert all(not torch.equal(init[k], w1[k]) for k in init)  # every weight moved
     for k in w1:
         assert torch.allclose(w1[k], w2[k], atol=2e-6), k
+
+
+def test_reference_model_is_sharded_like_the_policy(local_ray, tiny_model_dir):
+    """A KL term's reference model: each of 2 ranks holds half of every weight, and after a
+    training step its log-probabilities are the one-rank run's."""
+    from torch.distributed.tensor import DTensor
+
+    def ref_shards(worker):
+        return {k: (isinstance(v, DTensor), v.to_local().numel() if isinstance(v, DTensor)
+                    else v.numel(), v.numel()) for k, v in worker.ref.state_dict().items()}
+
+    def ref_logprobs(worker, samples):
+        return worker.compute_logprobs(samples, worker.ref)  # collective: every rank calls it
+
+    samples, logprobs = _samples(), []
+    for n in (1, 2):
+        group = LearnerGroup(n, {**_learner_kwargs(tiny_model_dir, optim={"lr": 1e-3}),
+                                 "loss_cfg": GrpoLoss(kl_coef=0.1)})
+        assert group.train(samples, mini_batches=2)["kl"] > 0  # the reference is in the loss
+        per_rank = ray.get([a.__ray_call__.remote(ref_logprobs, samples[r::n])
+                            for r, a in enumerate(group.actors)])
+        logprobs.append([per_rank[i % n][i // n] for i in range(len(samples))])
+        if n == 2:
+            shards = ray.get(group.actors[1].__ray_call__.remote(ref_shards))
+        group.shutdown()
+    for one, two in zip(*logprobs, strict=True):
+        assert torch.allclose(torch.tensor(one), torch.tensor(two), atol=1e-5)
+    assert shards and all(sharded for sharded, _, _ in shards.values())
+    held, total = sum(h for _, h, _ in shards.values()), sum(t for _, _, t in shards.values())
+    assert held <= total // 2 + 64  # rank 1's half (rows split over 2 ranks, odd sizes rounded)
 
 
 def test_stale_samples_are_refused(tiny_model_dir):
@@ -140,7 +170,7 @@ def test_learner_failure_stops_cleanly_and_resume_continues(tmp_path, capfd):
     t.join()
     err = capfd.readouterr().err
     assert "run failed" in err and "Run the same command again to resume" in err
-    assert (ckpt / "learner.pt").exists()
+    assert (ckpt / "learner" / ".metadata").exists()
     steps_logged = sorted(_rows(tmp_path / "crash"))
     assert steps_logged[:2] == [1, 2]
     summary = train(recipe)  # resumes from the last checkpoint and finishes

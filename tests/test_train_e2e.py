@@ -46,7 +46,7 @@ def test_shortened_quickstart_changes_every_parameter(tmp_path):
                     "clip_frac_upper", "entropy", "time/generate", "time/weight_sync"):
             assert key in r
     assert (run / "metrics.png").stat().st_size > 1000
-    assert (run / "checkpoints" / "step_000002" / "learner.pt").exists()
+    assert (run / "checkpoints" / "step_000002" / "learner" / ".metadata").exists()
     assert "eval/pass_rate" in summary
 
 

@@ -120,7 +120,7 @@ class FakeLearner:
 
     def send_weights(self, transfer, dtype):
         self.calls.append(("gather", dtype))
-        transfer.send({"w": torch.zeros(2, 2)}, self.channel)
+        transfer.send(iter([("w", torch.zeros(2, 2))]), self.channel)  # as the learner streams
         return 0.01
 
     def export_weights(self, dtype):
@@ -265,7 +265,7 @@ def test_weight_meta_is_what_send_weights_sends_without_a_gather(tied_model_dir,
     vllm_calls = install_fake_vllm(lambda name, m: monkeypatch.setitem(sys.modules, name, m))
     w = _worker(tied_model_dir, lora, port=29741 + bool(lora))
     try:
-        sent = w._gpu_weights("bfloat16")
+        sent = dict(w._gpu_weights("bfloat16"))
         gathers = []
         real = dcp_sd.get_model_state_dict
         monkeypatch.setattr(dcp_sd, "get_model_state_dict",
@@ -282,6 +282,36 @@ def test_weight_meta_is_what_send_weights_sends_without_a_gather(tied_model_dir,
         assert version == 7 and info["names"] == meta["names"]
     finally:
         w.shutdown()
+
+
+def _stream(worker):
+    """A push's weights as :class:`NCCLTransfer` takes them: rank 0 keeps them, rank 1 drains
+    the iterator; how many tensors were gathered when the first came out."""
+    gathered: list[float] = []
+    it = worker._gpu_weights(None, gathered)
+    first = [next(it)]
+    at_first = len(gathered)
+    if worker.rank != 0:
+        return at_first, sum(1 for _ in it)
+    return at_first, dict(first + list(it))
+
+
+def test_sharded_learners_stream_the_push_one_gathered_tensor_at_a_time(local_ray, tied_model_dir):
+    from rlhf.config import LoraConfig, ModelConfig, TrainConfig
+
+    kwargs = dict(model_path=tied_model_dir, model_cfg=ModelConfig(path=tied_model_dir,
+                                                                   lora=LoraConfig(r=2, alpha=4)),
+                  train_cfg=TrainConfig(fsdp="on"), loss_cfg=CispoLoss(), lm_head_fp32=True)
+    group = LearnerGroup(2, kwargs)
+    try:
+        (first0, sent), (first1, drained) = ray.get(
+            [a.__ray_call__.remote(_stream) for a in group.actors])
+        assert first0 == first1 == 1  # gathered as reached, not the whole model up front
+        full = ray.get(group.export_weights_ref())  # LoRA merged, gathered to rank 0's CPU
+        assert list(sent) == list(full) and drained == len(full) - 1
+        assert all(torch.equal(sent[k], full[k]) for k in full)
+    finally:
+        group.shutdown()
 
 
 def test_sharded_learners_announce_the_gathered_names_and_shapes(local_ray, tied_model_dir):

@@ -51,19 +51,19 @@ def summarize(correct: list[list[bool]], ks: list[int]) -> dict[str, Any]:
 
 def resolve_checkpoint(path: Path) -> tuple[str, Path]:
     """("hf", model dir) or ("step", step checkpoint dir)."""
-    from rlhf.driver.checkpoint import Checkpoints
+    from rlhf.driver.checkpoint import Checkpoints, run_checkpoints
 
     if (path / "config.json").exists():
         return "hf", path
     if (path / "driver.json").exists():
         return "step", path
-    if (path / "checkpoints").is_dir():
-        latest = Checkpoints(path / "checkpoints", keep=1).latest()
+    if run_checkpoints(path).is_dir():
+        latest = Checkpoints(run_checkpoints(path), keep=1).latest()
         if latest is not None:
             return "step", latest
     raise ValueError(f"--checkpoint {str(path)!r} is neither a Hugging Face model directory "
                      "(config.json), a step checkpoint (driver.json) nor a run directory with "
-                     "a complete checkpoint under checkpoints/")
+                     "a complete checkpoint under its checkpoint directory")
 
 
 def run_eval(recipe: Recipe, checkpoint: Path, address: str | None = None,

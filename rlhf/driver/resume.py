@@ -23,11 +23,12 @@ from typing import Any
 from rlhf.config import Recipe
 
 # Fields a resumed run may change without --allow-recipe-change: how long it runs, how often it
-# evaluates and saves, where its metrics go, and the resources of its actors (per-prompt seeds
-# make the samples independent of the number of rollout workers' CPUs and restarts).
+# evaluates and saves, where its metrics and checkpoints go, and the resources of its actors
+# (per-prompt seeds make the samples independent of the number of rollout workers' CPUs and
+# restarts).
 RESUME_SAFE = ("run.steps", "run.eval_every", "run.save_every", "run.keep_checkpoints",
-               "run.plot", "run.resume", "run.timeouts", "logging", "rollout.num_cpus", "rollout.max_restarts",
-               "train.num_cpus")
+               "run.checkpoint_dir", "run.plot", "run.resume", "run.timeouts", "logging",
+               "rollout.num_cpus", "rollout.max_restarts", "train.num_cpus")
 
 
 @dataclass(frozen=True)

@@ -100,14 +100,15 @@ class LearnerGroup:
         """The policy version: optimizer steps of RL training (the same on every rank)."""
         return self._all("load", "policy_version")[0]
 
-    def save(self, path: str, extra: dict | None = None) -> None:
-        self._all("save", "save", path, extra)
+    def save(self, path: str) -> None:
+        self._all("save", "save", path)
 
     def load(self, path: str) -> int:
         return self._all("load", "load", path)[0]
 
-    def save_hf(self, out_dir: str, src: str) -> None:
-        self._all("save", "save_hf", out_dir, src)
+    def probe_checkpoint_dir(self, root: str, token: str) -> list[str]:
+        """What each learner that cannot reach the checkpoint directory says (empty: all can)."""
+        return [p for p in self._all("start", "probe_checkpoint_dir", root, token) if p]
 
     def shutdown(self, grace_s: float = 10.0) -> None:
         """Leave the process group where a rank still answers, then stop every actor (also a

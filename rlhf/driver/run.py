@@ -16,9 +16,10 @@ from tqdm import tqdm
 
 from rewards import RewardResult
 from rlhf.config import Recipe, RecipeError, check_resources
-from rlhf.driver.checkpoint import Checkpoints
+from rlhf.driver.checkpoint import CheckpointDirError, Checkpoints, check_reachable, checkpoint_root
 from rlhf.driver.data import DataError, PromptStream, load_prompts, longest_prompt
 from rlhf.driver.evaluation import before_after, eval_sampling, evaluate, save_problem_rates
+from rlhf.driver.export import write_hf
 from rlhf.driver.metrics import plot_metrics
 from rlhf.driver.pipeline import Pipeline
 from rlhf.driver.placement import start_ray, start_roles
@@ -44,7 +45,7 @@ class Run:
         self.address = address
         self.allow_recipe_change = allow_recipe_change
         self.dir = Path(recipe.run.output_dir) / recipe.run.name
-        self.checkpoints = Checkpoints(self.dir / "checkpoints", recipe.run.keep_checkpoints)
+        self.checkpoints = Checkpoints(checkpoint_root(recipe.run), recipe.run.keep_checkpoints)
         self.start_step = 0
         self.point = ResumePoint()
         self._warmup_data: dict | None = None
@@ -55,7 +56,7 @@ class Run:
     def __enter__(self) -> Run:
         try:
             return self._setup()
-        except (RecipeError, RecipeChanged, DataError):  # bad input, nothing ran: the CLI says it
+        except (RecipeError, RecipeChanged, DataError, CheckpointDirError):  # nothing ran: the CLI says it
             self._stop()
             raise
         except BaseException as exc:  # what was started is stopped, the reason printed
@@ -88,6 +89,7 @@ class Run:
         self.learners, self.sync, self.rollouts = start_roles(r, self.model_path, context_len)
         self.pipeline = Pipeline(self.rollouts, self.next_batch, self.step_sampling,
                                  self.push_weights, one_step=r.train.async_mode == "one_step")
+        check_reachable(self.checkpoints.root, self.learners)
         self._resume(ckpt)
         self.metrics = Tracker(self.dir, r, self.point)
         return self
@@ -207,7 +209,8 @@ class Run:
         self.pipeline.drain()
         windows = self.windows.state() if self.windows else None
         return self.checkpoints.save(step, self.learners, {
-            "version": self.version, "data": self.stream.state(), "windows": windows,
+            "run_dir": str(self.dir.absolute()), "version": self.version,
+            "data": self.stream.state(), "windows": windows,
             "warmup": warmup or {"step": self.recipe.warmup.steps},
             "pending": self.pipeline.state()})
 
@@ -217,7 +220,9 @@ class Run:
         if r.run.steps > self.start_step or self.checkpoints.latest() is None:
             self.save(r.run.steps)
         final_eval = self.evaluate(r.run.steps)
-        self.learners.save_hf(str(self.dir / "final_model"), self.model_path)
+        final = self.checkpoints.latest()
+        assert final is not None  # saved above
+        write_hf(final, r, self.model_path, self.dir / "final_model")  # as `rlhf export` does
         summary = {"steps": r.run.steps, "run_dir": str(self.dir), **final_eval,
                    **before_after(self.dir, r.run.steps)}
         if r.run.plot:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from rlhf.config import LoraConfig, LossConfig, ModelConfig, OptimConfig, TrainConfig
+from rlhf.learner import checkpoint as ckpt
 from rlhf.learner.attention import use_packed_attention
 from rlhf.learner.batching import (
     MicroBatch,
@@ -125,6 +126,8 @@ class LearnerWorker:
         lm, _ = self._load_lm(model_path)
         ref = PolicyModel(lm, lm_head_fp32=lm_head_fp32, chunk_size=self.cfg.logprob_chunk)
         ref.to(self.device).eval().requires_grad_(False)
+        if self.fsdp:  # sharded like the policy: each rank holds 1/N, gathered layer by layer
+            _shard(ref, self.device, self.model_cfg.dtype)
         return ref
 
     # ---- forward helpers ----------------------------------------------------------------
@@ -337,16 +340,27 @@ class LearnerWorker:
         return sd
 
     # ---- weight sync to the engines on GPU (the transports: rlhf/weight_sync.py) ---------
-    def _gpu_weights(self, dtype: str | None) -> dict[str, torch.Tensor]:
-        """Full Hugging Face-named weights on this rank's GPU (every rank gets all of them;
-        the gather is collective), LoRA merged, cast to the engines' dtype."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    def _gpu_weights(self, dtype: str | None, gather_s: list[float] | None = None,
+                     ) -> Iterator[tuple[str, torch.Tensor]]:
+        """Full Hugging Face-named weights on this rank's device, one tensor at a time, in
+        :meth:`weight_meta`'s order: each is gathered from its FSDP shards when it is reached
+        (a collective: every rank must run the iterator to its end), LoRA merged, cast to the
+        engines' dtype. What a consumer drops is freed: no rank need hold the full model.
+        ``gather_s`` receives the seconds spent gathering."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-        full = _tensors(get_model_state_dict(self.policy,
-                                             options=StateDictOptions(full_state_dict=True)))
-        sd = _hf_names({k: _full(v) for k, v in full.items()}, self.model_cfg.lora)
+        sd = _tensors(get_model_state_dict(self.policy))  # sharded (DTensors): nothing gathered
         cast = getattr(torch, dtype) if dtype else None
-        return {k: (v.to(cast) if cast else v).contiguous() for k, v in sd.items()}
+        for key, value in sd.items():
+            t0 = time.perf_counter()
+            name = _hf_key(key, self.model_cfg.lora)
+            if name is None:
+                continue
+            full = _merged(key, _full(value), lambda k: _full(sd[k]), self.model_cfg.lora)
+            full = (full.to(cast) if cast else full).contiguous()
+            if gather_s is not None:
+                gather_s.append(time.perf_counter() - t0)
+            yield name, full
 
     def weight_meta(self, dtype: str | None) -> dict[str, list]:
         """Names, dtypes and shapes of what :meth:`send_weights` sends, in its order (what an
@@ -376,53 +390,34 @@ class LearnerWorker:
         self.channel.join(group)
 
     def send_weights(self, transfer: Transfer, dtype: str | None) -> float:
-        """One push to the engines: this rank gathers the full weights on its GPU (every rank
-        must call it) and hands them to ``transfer``'s transport; seconds spent gathering."""
-        t0 = time.perf_counter()
-        weights = self._gpu_weights(dtype)
-        gather_s = time.perf_counter() - t0
-        transfer.send(weights, self.channel)
-        del weights
+        """One push to the engines: this rank's weights, gathered tensor by tensor
+        (:meth:`_gpu_weights`; every rank must call it), through ``transfer``'s transport;
+        seconds spent gathering."""
+        gather_s: list[float] = []
+        transfer.send(self._gpu_weights(dtype, gather_s), self.channel)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        return gather_s
+        return sum(gather_s)
 
-    def save(self, path: str, extra: dict | None = None) -> None:
-        """Write model + optimizer + scheduler + RNG to ``path/learner.pt`` (rank 0)."""
-        model_sd, optim_sd = self._full_state(with_optimizer=True)
-        if self.rank == 0:
-            state = {"model": model_sd, "optim": optim_sd, "sched": self.scheduler.state_dict(),
-                     "version": self.version, "rng": torch.get_rng_state(), "extra": extra or {}}
-            Path(path).mkdir(parents=True, exist_ok=True)
-            tmp = Path(path) / "learner.pt.tmp"
-            torch.save(state, tmp)
-            os.replace(tmp, Path(path) / "learner.pt")
-        if self.world_size > 1:
-            dist.barrier()
+    def save(self, path: str) -> None:
+        """This rank's shard of model + optimizer, its RNG, and (rank 0) the scheduler and
+        version, into the step checkpoint ``path`` (rlhf/learner/checkpoint.py; collective)."""
+        ckpt.save(Path(path), self.policy, self.optimizer, self.scheduler, self.version, self.rank)
 
     def load(self, path: str) -> int:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
-
-        state = torch.load(Path(path) / "learner.pt", map_location="cpu", weights_only=True)
-        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        set_state_dict(self.policy, self.optimizer, model_state_dict=state["model"],
-                       optim_state_dict=state["optim"], options=opts)
-        self.scheduler.load_state_dict(state["sched"])
-        self.version = state["version"]
-        torch.set_rng_state(state["rng"])
+        """Restore what :meth:`save` wrote (collective); the policy version."""
+        self.version = ckpt.load(Path(path), self.policy, self.optimizer, self.scheduler, self.rank)
         return self.version
 
-    def save_hf(self, out_dir: str, tokenizer_src: str) -> None:
-        """The final model as a Hugging Face checkpoint directory (LoRA merged)."""
-        sd = self.export_weights()
-        if sd is None:  # not rank 0
-            return
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def probe_checkpoint_dir(self, root: str, token: str) -> str | None:
+        """None when this actor reaches the driver's checkpoint directory, else why not."""
+        import socket
 
-        lm = AutoModelForCausalLM.from_pretrained(tokenizer_src, dtype=torch.float32)
-        lm.load_state_dict(sd, strict=False)
-        lm.save_pretrained(out_dir)
-        AutoTokenizer.from_pretrained(tokenizer_src).save_pretrained(out_dir)
+        import ray
+
+        who = (f"learner rank {self.rank} on node {ray.util.get_node_ip_address()} "
+               f"({socket.gethostname()})")
+        return ckpt.probe(Path(root), Path(token), who)
 
     def ping(self) -> int:
         return self.rank
@@ -498,19 +493,21 @@ def _hf_key(key: str, lora: LoraConfig | None) -> str | None:
     return k.removeprefix("base_model.model.").replace(".base_layer.", ".")
 
 
+def _merged(key: str, value: torch.Tensor, get: Callable[[str], torch.Tensor],
+            lora: LoraConfig | None) -> torch.Tensor:
+    """``value`` of policy key ``key`` with its LoRA delta merged in (W + alpha/r * B @ A; the
+    factors fetched with ``get``) where it is an adapted base weight; else ``value``."""
+    if lora is None or ".base_layer." not in key:
+        return value
+    a = get(key.replace(".base_layer.weight", ".lora_A.default.weight"))
+    b = get(key.replace(".base_layer.weight", ".lora_B.default.weight"))
+    return value + lora.alpha / lora.r * (b.float() @ a.float()).to(value.dtype)
+
+
 def _hf_names(sd: dict[str, torch.Tensor], lora: LoraConfig | None) -> dict[str, torch.Tensor]:
     """Policy state dict -> Hugging Face names; LoRA deltas merged (W + alpha/r * B @ A)."""
-    out = {}
-    for k, v in sd.items():
-        name = _hf_key(k, lora)
-        if name is None:
-            continue
-        if lora is not None and ".base_layer." in k:
-            a = sd[k.replace(".base_layer.weight", ".lora_A.default.weight")]
-            b = sd[k.replace(".base_layer.weight", ".lora_B.default.weight")]
-            v = v + lora.alpha / lora.r * (b.float() @ a.float()).to(v.dtype)
-        out[name] = v
-    return out
+    return {name: _merged(k, v, sd.__getitem__, lora) for k, v in sd.items()
+            if (name := _hf_key(k, lora)) is not None}
 
 
 def _shard(policy: PolicyModel, device: torch.device, dtype: str) -> None:

@@ -200,7 +200,9 @@ def test_a_learner_failing_in_any_phase_is_named_with_the_phase(ray_session, mon
 
 def test_a_rank_hanging_while_the_group_forms_is_cut_by_the_first_call_timeout(ray_session,
                                                                               monkeypatch):
-    calls = Calls(TimeoutConfig(floor_s=1, factor=2, first_call_s=15))
+    # the actors' start-up keeps a long budget (2 x a 60 s start seen before: process start is
+    # slow on a loaded machine); the join, a first call, has 15 s
+    calls = Calls(TimeoutConfig(floor_s=1, factor=2, first_call_s=15), {"start": 60.0})
     t0 = time.monotonic()
     with pytest.raises(ActorTimedOut, match=r"learner rank 1 gave no answer in 15 s .*"
                                             r"first_call_s=15\) during join"):

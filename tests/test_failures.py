@@ -77,7 +77,7 @@ class FlakyLearner:
         self._maybe("export_weights")
         return {"w": 1} if self.rank == 0 else None
 
-    def save(self, path, extra):
+    def save(self, path):
         self._maybe("save")
 
     def load(self, path):

@@ -19,7 +19,7 @@ ROOT = Path(__file__).parent.parent
 def _rlhf(*args):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "rlhf.cli", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_docs_recipes_md_is_the_generated_reference():

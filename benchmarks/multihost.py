@@ -99,8 +99,11 @@ class Rig:
 
     # ---- Ray ------------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
-        # (tests/conftest.py sets this one to 0, which makes `ray start` refuse a second node)
-        base = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+        # (tests/conftest.py sets the first to 0, which makes `ray start` refuse a second node;
+        # a learner built in this process earlier sets the second to its loopback interface,
+        # which would make every node's gloo bind loopback: each node picks its own)
+        drop = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "GLOO_SOCKET_IFNAME"}
+        base = {k: v for k, v in os.environ.items() if k not in drop}
         return {**base, "PYTHONPATH": str(REPO), "PATH": f"{PY.parent}:{os.environ['PATH']}",
                 "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false",
                 "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}

@@ -166,8 +166,8 @@ def test_the_learner_accounts_staleness_and_weights_stale_tokens(tiny_model_dir)
         return out
 
     w = LearnerWorker(tiny_model_dir, ModelConfig(path=tiny_model_dir),
-                      TrainConfig(micro_batch_tokens=64, stale_is_cap=1.5), CispoLoss(), True,
-                      master_port=29733)
+                      TrainConfig(micro_batch_tokens=64, stale_is_cap=1.5), CispoLoss(), True)
+    w.join("127.0.0.1", 29733)
     try:
         first = w.train([samples(0, 0)])
         assert first["train/staleness"] == 0 and "is_weight_mean" not in first

@@ -201,8 +201,10 @@ def test_reset_optimizer_makes_the_next_update_that_of_a_fresh_adamw(tiny_model_
     from rlhf.learner.worker import LearnerWorker
 
     def worker(port):
-        return LearnerWorker(tiny_model_dir, ModelConfig(path=tiny_model_dir),
-                             TrainConfig(micro_batch_tokens=64), CispoLoss(), True, master_port=port)
+        w = LearnerWorker(tiny_model_dir, ModelConfig(path=tiny_model_dir),
+                          TrainConfig(micro_batch_tokens=64), CispoLoss(), True)
+        w.join("127.0.0.1", port)
+        return w
 
     def params(w):
         return {k: v.detach().clone() for k, v in w.policy.named_parameters()}

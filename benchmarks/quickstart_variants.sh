@@ -12,9 +12,10 @@ OUT=$(realpath -m "$1"); shift
 mkdir -p "$OUT"
 RLHF=${RLHF:-"python3 -m rlhf.cli"}
 i=0
+CORE_OFFSET=${CORE_OFFSET:-0}   # first core to pin to (leave the others to another job)
 for v in "$@"; do
   name=${v%%:*}; overrides=${v#*:}
-  cores="$((2 * i)),$((2 * i + 1))"
+  cores="$((CORE_OFFSET + 2 * i)),$((CORE_OFFSET + 2 * i + 1))"
   mkdir -p "$OUT/$name"
   ( start=$(date +%s)
     # shellcheck disable=SC2086

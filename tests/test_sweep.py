@@ -63,9 +63,9 @@ def test_expand_names_arms_and_seeds(tmp_path):
     spec = load_spec(_sweep_file(tmp_path))
     runs = expand(spec)
     assert [(r.arm, r.seed, r.name) for r in runs] == [
-        ("loss=cispo", "0", "s-cispo-s0"), ("loss=cispo", "1", "s-cispo-s1"),
-        ("loss=grpo", "0", "s-grpo-s0"), ("loss=grpo", "1", "s-grpo-s1")]
-    assert runs[2].overrides == ("loss={type: grpo}", "run.seed=0")
+        ("loss=cispo", "0", "s-cispo-s0"), ("loss=grpo", "0", "s-grpo-s0"),
+        ("loss=cispo", "1", "s-cispo-s1"), ("loss=grpo", "1", "s-grpo-s1")]   # seed-major
+    assert runs[1].overrides == ("loss={type: grpo}", "run.seed=0")
     assert reference_arm(spec) == "loss=grpo"
     recipes = build_recipes(spec, tmp_path / "sweep.yaml")
     assert recipes["s-grpo-s1"].loss.type == "grpo" and recipes["s-grpo-s1"].run.seed == 1

@@ -16,8 +16,9 @@ from rlhf.driver.metrics import read_metrics
 from rlhf.sweep.spec import RunSpec
 from rlhf.sweep.stats import bootstrap_ci, mean_ci, steps_to_threshold
 
-TRAIN_CURVES = (("entropy", "entropy (nats/token)"), ("response_len/mean", "response length"),
-                ("clip_frac", "clipped token fraction"), ("mismatch/pearson", "train/infer Pearson r"))
+TRAIN_CURVES = (("reward/mean", "train reward"), ("entropy", "entropy (nats/token)"),
+                ("response_len/mean", "response length"), ("clip_frac", "clipped token fraction"),
+                ("mismatch/pearson", "train/infer Pearson r"), ("window/current", "length window (tokens)"))
 
 
 def run_curves(run_dir: Path) -> dict[str, Any]:
@@ -121,6 +122,16 @@ def markdown(results: dict[str, Any], title: str) -> str:
         pts = ", ".join(f"{p['step']}: {p['mean']:.3f} [{p['low']:.3f}, {p['high']:.3f}]"
                         for p in a["pass_rate"])
         lines.append(f"- **{name}**: {pts}")
+    lines += ["", "Train metrics, mean over seeds: first step -> last step (mean over all steps):", "",
+              "| arm | " + " | ".join(k for k, _ in TRAIN_CURVES) + " |",
+              "|---|" + "---|" * len(TRAIN_CURVES)]
+    for name, a in results["arms"].items():
+        cells = []
+        for key, _ in TRAIN_CURVES:
+            pts = a["train"].get(key) or []
+            cells.append(f"{pts[0][1]:.5g} -> {pts[-1][1]:.5g} ({np.mean([p[1] for p in pts]):.5g})"
+                         if pts else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if results.get("incomplete_runs"):
         lines += ["", f"Runs not finished (left out): {', '.join(results['incomplete_runs'])}"]
     return "\n".join(lines) + "\n"
@@ -148,8 +159,11 @@ def plot(results: dict[str, Any], out: Path) -> list[Path]:
     fig.tight_layout()
     fig.savefig(out / "pass_rate.png", dpi=100)
     plt.close(fig)
-    fig, axes = plt.subplots(1, len(TRAIN_CURVES), figsize=(16, 3.6))
-    for ax, (key, ylabel) in zip(axes, TRAIN_CURVES):
+    curves = [(k, y) for k, y in TRAIN_CURVES if any(a["train"].get(k) for a in results["arms"].values())]
+    fig, axes = plt.subplots(1, max(len(curves), 1), figsize=(3.2 * max(len(curves), 1) + 1, 3.6),
+                             squeeze=False)
+    axes = axes[0]
+    for ax, (key, ylabel) in zip(axes, curves):
         for name, a in results["arms"].items():
             pts = a["train"].get(key) or []
             if pts:

@@ -7,6 +7,7 @@ Each run's console output goes to ``logs/<run>.log`` in the sweep directory."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -82,10 +83,15 @@ def run_all(recipes: dict[str, Recipe], sweep_root: Path, parallel: int = 1,
                                 + "".join(f" | {s.name} step {s.steps_done()}/{s.recipe.run.steps}"
                                           for s in running))
     except BaseException:
-        for s in running:  # Ctrl-C: the runs stop; each keeps its last checkpoint
+        for s in running:  # Ctrl-C: each run gets Ctrl-C too (it stops its actors, keeps its last
+            if s.proc is not None:  # checkpoint); one that has not exited after 60 s is killed
+                s.proc.send_signal(signal.SIGINT)
+        for s in running:
             if s.proc is not None:
-                s.proc.terminate()
-                s.proc.wait(timeout=60)
+                try:
+                    s.proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    s.proc.kill()
         raise
     finally:
         bar.close()

@@ -80,12 +80,15 @@ class RunSpec:
 
 
 def expand(spec: SweepSpec) -> list[RunSpec]:
-    """Every run of the grid, in axis order (seeds innermost)."""
+    """Every run of the grid, seed-major: every arm at the first seed (in axis order), then every
+    arm at the second, ..., so a sweep stopped part-way (or given limited time) has all its arms."""
     keys = [k for k in spec.axes if k != spec.seed_axis]
     if spec.seed_axis in spec.axes:
         keys.append(spec.seed_axis)
+    order = keys[-1:] + keys[:-1] if spec.seed_axis in spec.axes else keys
     runs = []
-    for combo in itertools.product(*(spec.axes[k] for k in keys)):
+    for ordered in itertools.product(*(spec.axes[k] for k in order)):
+        combo = [dict(zip(order, ordered))[k] for k in keys]
         labels = {k: label(v) for k, v in zip(keys, combo)}
         arm = ",".join(f"{k}={labels[k]}" for k in keys if k != spec.seed_axis) or "base"
         seed = labels.get(spec.seed_axis or "", "-")

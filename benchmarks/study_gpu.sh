@@ -22,7 +22,7 @@ if [ "$what" != sweep ]; then
   for n in $STEPS; do
     [ -f "runs/gpu_ablation_warmup_$n/summary.json" ] && continue
     $RLHF train recipes/ablations/gpu/warmup.yaml "warmup.steps=$n" "run.name=gpu_ablation_warmup_$n" \
-      $EXTRA ${WARMUP_EXTRA:-} > "runs/gpu_ablation_warmup_$n.log" 2>&1 &
+      ${EXTRA:-} ${WARMUP_EXTRA:-} > "runs/gpu_ablation_warmup_$n.log" 2>&1 &
     sleep 20   # engines do not profile GPU memory at the same moment
   done
   wait
@@ -49,14 +49,14 @@ fi
 if [ "$what" != warmup ]; then
   if [ -n "${SWEEP_TIMEOUT:-}" ]; then  # a time-limited part: Ctrl-C after it, the runs keep their checkpoints
     # shellcheck disable=SC2086
-    timeout -s INT "$SWEEP_TIMEOUT" $RLHF sweep recipes/ablations/gpu/sweep.yaml $EXTRA ${SWEEP_ARGS:-} || true
+    timeout -s INT "$SWEEP_TIMEOUT" $RLHF sweep recipes/ablations/gpu/sweep.yaml ${EXTRA:-} ${SWEEP_ARGS:-} || true
     # shellcheck disable=SC2086
-    $RLHF sweep recipes/ablations/gpu/sweep.yaml $EXTRA --report-only
+    $RLHF sweep recipes/ablations/gpu/sweep.yaml ${EXTRA:-} --report-only
   else
     # shellcheck disable=SC2086
-    $RLHF sweep recipes/ablations/gpu/sweep.yaml $EXTRA ${SWEEP_ARGS:-} || true
+    $RLHF sweep recipes/ablations/gpu/sweep.yaml ${EXTRA:-} ${SWEEP_ARGS:-} || true
     # shellcheck disable=SC2086
-    $RLHF sweep recipes/ablations/gpu/sweep.yaml $EXTRA ${SWEEP_ARGS:-}   # resumes a run that failed to start
+    $RLHF sweep recipes/ablations/gpu/sweep.yaml ${EXTRA:-} ${SWEEP_ARGS:-}   # resumes a run that failed to start
   fi
   d=runs/sweeps/gpu_ablation
   cp "$d"/results.json "$d"/results.md "$d"/*.png "$RESULTS/"

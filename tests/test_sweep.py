@@ -94,7 +94,8 @@ def test_every_bad_run_is_reported_before_anything_runs(tmp_path):
     assert "typo: Extra inputs are not permitted" in str(err.value)
 
 
-def _fake_run(root: Path, name: str, evals: dict[int, list[float]], entropy: float) -> None:
+def _fake_run(root: Path, name: str, evals: dict[int, list[float]], entropy: float,
+              summary: bool = True) -> None:
     d = root / name
     (d / "evals").mkdir(parents=True)
     rows = []
@@ -105,7 +106,8 @@ def _fake_run(root: Path, name: str, evals: dict[int, list[float]], entropy: flo
             rows.append({"kind": "train", "step": step, "entropy": entropy, "clip_frac_upper": 0.1,
                          "clip_frac_lower": 0.05, "response_len/mean": 10.0 * step})
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (d / "summary.json").write_text("{}")
+    if summary:
+        (d / "summary.json").write_text("{}")
 
 
 @pytest.mark.unit
@@ -131,6 +133,52 @@ def test_results_aggregate_seeds_problems_and_steps_to_the_reference(tmp_path):
     assert cispo["train"]["clip_frac"] == [[10, pytest.approx(0.15)], [20, pytest.approx(0.15)]]
     table = markdown(res, "t")
     assert "| loss.type=cispo | 2 | 20 | 0.875 |" in table and "| 0.42 |" in table
+
+
+@pytest.mark.unit
+def test_a_run_stopped_after_its_last_eval_counts_only_when_that_eval_is_the_final_step(tmp_path):
+    spec = SweepSpec(name="s", base="b.yaml", axes={"loss.type": ["cispo"], "run.seed": [0, 1]})
+    root = tmp_path / "runs"
+    _fake_run(root, "s-cispo-s0", {0: [0, 0], 20: [1, 1]}, 1.0)
+    _fake_run(root, "s-cispo-s1", {0: [0, 0], 20: [1, 0]}, 1.0, summary=False)  # stopped in export
+    steps = {"s-cispo-s0": 20, "s-cispo-s1": 20}
+    res = build_results(expand(spec), root, None, None, steps)
+    assert res["arms"]["loss.type=cispo"]["seeds"] == 2 and res["incomplete_runs"] == []
+    assert res["arms"]["loss.type=cispo"]["final"]["mean"] == pytest.approx(0.75)
+    res = build_results(expand(spec), root, None, None, {**steps, "s-cispo-s1": 30})  # not at its end
+    assert res["arms"]["loss.type=cispo"]["seeds"] == 1 and res["incomplete_runs"] == ["s-cispo-s1"]
+    assert build_results(expand(spec), root, None, None)["incomplete_runs"] == ["s-cispo-s1"]
+
+
+@pytest.mark.unit
+def test_parallel_runs_start_at_least_stagger_s_apart(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import time
+
+    from rlhf.config import load_recipe
+    from rlhf.sweep import runner
+
+    starts = []
+
+    def fake_start(state, sweep_root, address):
+        starts.append(time.monotonic())
+        state.proc = subprocess.Popen([sys.executable, "-c", "import pathlib, sys; "
+                                       "p = pathlib.Path(sys.argv[1]); p.mkdir(parents=True); "
+                                       "(p / 'summary.json').write_text('{}')", str(state.dir)])
+        state.status = "running"
+        return state
+
+    monkeypatch.setattr(runner, "_start", fake_start)
+    recipes = {}
+    for i in range(3):
+        r = load_recipe(QS)
+        recipes[f"r{i}"] = r.model_copy(update={"run": r.run.model_copy(update={
+            "output_dir": str(tmp_path / "runs"), "name": f"r{i}"})})
+    states = runner.run_all(recipes, tmp_path / "sweep", parallel=3, poll_s=0.05, stagger_s=0.6)
+    assert [s.status for s in states] == ["done"] * 3
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert len(starts) == 3 and all(g >= 0.6 for g in gaps), gaps
 
 
 @pytest.mark.integration

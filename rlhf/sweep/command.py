@@ -26,9 +26,11 @@ def cmd_sweep(args) -> int:
         return 0
     failed = []
     if not args.report_only:
-        states = run_all(recipes, root, parallel=args.parallel or spec.parallel, address=args.address)
+        states = run_all(recipes, root, parallel=args.parallel or spec.parallel, address=args.address,
+                         stagger_s=spec.stagger_s)
         failed = [s for s in states if s.status == "failed"]
-    results = build_results(runs, root / "runs", reference_arm(spec), spec.threshold)
+    results = build_results(runs, root / "runs", reference_arm(spec), spec.threshold,
+                            {n: r.run.steps for n, r in recipes.items()})
     paths = write_report(results, root, f"Sweep {spec.name}")
     print(f"sweep {spec.name}: report in {', '.join(map(str, paths))}")
     for s in failed:

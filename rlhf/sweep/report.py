@@ -68,10 +68,13 @@ def _mean_curve(curves: list[dict[int, float]]) -> list[list[float]]:
 
 
 def build_results(runs: list[RunSpec], run_root: Path, reference: str | None,
-                  threshold: float | None) -> dict[str, Any]:
+                  threshold: float | None, steps: dict[str, int] | None = None) -> dict[str, Any]:
+    """``steps`` (run name -> run.steps): a run without ``summary.json`` whose held-out eval at
+    that step is in its metrics counts too (it was stopped after its last eval, e.g. during the
+    final export); without it only runs with a summary count."""
     arms: dict[str, list[Path]] = defaultdict(list)
     for r in runs:
-        if (run_root / r.name / "summary.json").exists():
+        if _complete(run_root / r.name, (steps or {}).get(r.name)):
             arms[r.arm].append(run_root / r.name)
     results: dict[str, Any] = {"arms": {a: summarize_arm(d) for a, d in arms.items()},
                                "reference": reference}
@@ -87,8 +90,15 @@ def build_results(runs: list[RunSpec], run_root: Path, reference: str | None,
         for a in results["arms"].values():
             s = a.get("steps_to_threshold")
             a["steps_ratio_to_reference"] = s / ref if s is not None and ref else None
-    results["incomplete_runs"] = [r.name for r in runs if not (run_root / r.name / "summary.json").exists()]
+    results["incomplete_runs"] = [r.name for r in runs
+                                  if not _complete(run_root / r.name, (steps or {}).get(r.name))]
     return results
+
+
+def _complete(run_dir: Path, steps: int | None) -> bool:
+    if (run_dir / "summary.json").exists():
+        return True
+    return steps is not None and steps in run_curves(run_dir)["eval"]
 
 
 def write_report(results: dict[str, Any], out: Path, title: str) -> list[Path]:

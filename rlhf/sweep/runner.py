@@ -49,8 +49,9 @@ class RunState:
 
 
 def run_all(recipes: dict[str, Recipe], sweep_root: Path, parallel: int = 1,
-            address: str | None = None, poll_s: float = 2.0) -> list[RunState]:
-    """Run every unfinished run; return every run's state (``failed`` ones name their log)."""
+            address: str | None = None, poll_s: float = 2.0, stagger_s: float = 0.0) -> list[RunState]:
+    """Run every unfinished run, ``parallel`` at a time, at least ``stagger_s`` apart; return
+    every run's state (``failed`` ones name their log)."""
     (sweep_root / "recipes").mkdir(parents=True, exist_ok=True)
     (sweep_root / "logs").mkdir(parents=True, exist_ok=True)
     states = [RunState(n, r, Path(r.run.output_dir) / r.run.name) for n, r in recipes.items()]
@@ -64,10 +65,12 @@ def run_all(recipes: dict[str, Recipe], sweep_root: Path, parallel: int = 1,
     tqdm.write(f"sweep: {len(states)} runs, {len(states) - len(todo)} already finished, "
                f"{len(todo)} to run ({parallel} at a time)")
     running: list[RunState] = []
+    next_start = 0.0
     try:
         while todo or running:
-            while todo and len(running) < parallel:
+            while todo and len(running) < parallel and time.monotonic() >= next_start:
                 running.append(_start(todo.pop(0), sweep_root, address))
+                next_start = time.monotonic() + stagger_s
             time.sleep(poll_s)
             for s in list(running):
                 if s.proc is not None and s.proc.poll() is not None:

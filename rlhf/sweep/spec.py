@@ -49,6 +49,9 @@ class SweepSpec(BaseModel):
     threshold: float | None = Field(None, ge=0.0, le=1.0,
                                     description="Pass-rate threshold for steps-to-threshold (overrides reference).")
     parallel: int = Field(1, ge=1, description="Runs at once (1 on a 2-core machine).")
+    stagger_s: float = Field(0.0, ge=0.0, description="Seconds between starting two runs (GPU runs "
+                             "sharing a device: vLLM sizes its KV cache from the free memory it "
+                             "sees at start, so engines must not start at the same moment).")
 
     @field_validator("axes")
     @classmethod

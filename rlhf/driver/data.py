@@ -118,8 +118,8 @@ def tokenize_prompts(ds, tokenizer, prompt_format: str = "raw", field: str = "da
                     if "messages" in cols else "")
             raise DataError(f"{field} has no `prompt` column{hint}; columns found: "
                             f"{', '.join(cols)} (map yours with {field}.columns: {{prompt: NAME}})")
-        return ds.map(lambda row: {"prompt_ids": tokenizer(row["prompt"]).input_ids},
-                      desc="tokenizing prompts")
+        return ds.map(lambda rows: {"prompt_ids": tokenizer(rows["prompt"]).input_ids},
+                      batched=True, desc="tokenizing prompts")  # batched: the fast tokenizer's batch encode
     if "messages" not in cols and "prompt" not in cols:
         raise DataError(f"{field} has neither a `messages` nor a `prompt` column; columns found: "
                         f"{', '.join(cols)} (map yours with {field}.columns: {{prompt: NAME}} or "

@@ -138,9 +138,9 @@ def markdown(results: dict[str, Any], title: str) -> str:
     for name, a in results["arms"].items():
         cells = []
         for key, _ in TRAIN_CURVES:
-            pts = a["train"].get(key) or []
-            cells.append(f"{pts[0][1]:.5g} -> {pts[-1][1]:.5g} ({np.mean([p[1] for p in pts]):.5g})"
-                         if pts else "-")
+            curve = a["train"].get(key) or []
+            cells.append(f"{curve[0][1]:.5g} -> {curve[-1][1]:.5g} "
+                         f"({np.mean([p[1] for p in curve]):.5g})" if curve else "-")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if results.get("incomplete_runs"):
         lines += ["", f"Runs not finished (left out): {', '.join(results['incomplete_runs'])}"]

@@ -111,9 +111,17 @@ class FlakyEngine:
         self.version = 0
 
     def _maybe(self, method):
-        if self.fail and self.fail[0] == method and not os.path.exists(self.marker):
-            Path(self.marker).touch()
+        if self.fail and self.fail[0] == method and self._first():
             misbehave(self.fail[1])
+
+    def _first(self):
+        """True in exactly one worker: an exclusive create is atomic (two workers that check a
+        path and then touch it can both see it missing)."""
+        try:
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return False
+        return True
 
     def ping(self):
         return self.version

@@ -61,4 +61,8 @@ if [ "$what" != warmup ]; then
   d=runs/sweeps/gpu_ablation
   cp "$d"/results.json "$d"/results.md "$d"/*.png "$RESULTS/"
 fi
+mkdir -p "$RESULTS/runs"   # every run's raw per-step metrics, warm-ups included
+for m in runs/gpu_ablation_warmup_*/metrics.jsonl runs/sweeps/gpu_ablation/runs/*/metrics.jsonl; do
+  if [ -f "$m" ]; then cp "$m" "$RESULTS/runs/$(basename "$(dirname "$m")").metrics.jsonl"; fi
+done
 echo "study ($what): $(( $(date +%s) - start )) s wall"

@@ -231,6 +231,7 @@ class RewardsConfig(Section):
 class AdvantageConfig(Section):
     normalize_std: bool = Field(True, description="Divide by the group std (GRPO/M1); False: Dr. GRPO.")
     dynamic_sampling: bool = Field(False, description="DAPO: drop groups whose rewards are all equal.")
+    mask_truncated: bool = Field(False, description="DAPO's overlong filtering: samples cut at the step's token limit (finish reason `length`) are left out of the loss; they still count, with their reward, in their group's baseline.")
 
 
 class LossSection(Section):

@@ -32,13 +32,14 @@ def _batch():
     return batch, comps, rewards
 
 
-def _build(dynamic_sampling=False, overlong=0, seed=0, step=None):
+def _build(dynamic_sampling=False, overlong=0, seed=0, step=None, mask_truncated=False):
     batch, comps, rewards = _batch()
     if step is not None:
         batch.step = step
     return build_samples(batch, comps, rewards, 3, group_size=2,
                          shaping=RewardsConfig(overlong_cache=overlong),
-                         advantages=AdvantageConfig(dynamic_sampling=dynamic_sampling), seed=seed)
+                         advantages=AdvantageConfig(dynamic_sampling=dynamic_sampling,
+                                                     mask_truncated=mask_truncated), seed=seed)
 
 
 def test_samples_carry_ids_advantages_and_versions_and_metrics_count_the_batch():
@@ -66,6 +67,14 @@ def test_dynamic_sampling_overlong_penalty_and_a_seeded_shuffle():
     others = {tuple(map(tuple, (s.input_ids for s in _build(seed=k, step=st)[0])))
               for k in range(4) for st in range(4)}
     assert len(others) > 1
+
+
+def test_overlong_filtering_drops_truncated_samples_but_keeps_their_reward_in_the_baseline():
+    samples, m = _build(mask_truncated=True)
+    by_ids = {tuple(s.input_ids): s for s in samples}
+    assert set(by_ids) == {(1, 2, 7, 8), (3, 5, 5, 5), (3, 6)}  # the `length` sample is out
+    assert by_ids[(1, 2, 7, 8)].advantage == pytest.approx(0.5 / (math.sqrt(0.5) + 1e-6))
+    assert m["samples/trained"] == 3 and m["reward/mean"] == 0.75
 
 
 def test_unjudged_samples_are_counted_by_the_scorer():

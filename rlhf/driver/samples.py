@@ -59,7 +59,8 @@ def build_samples(batch: Batch, completions: list[Completion], rewards: list[Rew
                   advantages: AdvantageConfig, seed: int) -> tuple[list[TrainSample], dict]:
     """Rewards -> group advantages -> train samples (shuffled by a seeded RNG so that each
     mini-batch mixes groups), plus the batch metrics. ``max_len`` is the step's token budget
-    (the overlong penalty's limit); ``shaping`` gives the overlong window."""
+    (the overlong penalty's limit); ``shaping`` gives the overlong window; ``advantages`` says
+    whether constant groups (dynamic sampling) and truncated samples (overlong filtering) train."""
     G = group_size
     lengths = torch.tensor([len(c.token_ids) for c in completions])  # [N]
     scores = torch.tensor([r.score for r in rewards], dtype=torch.float32)  # [N]
@@ -71,7 +72,7 @@ def build_samples(batch: Batch, completions: list[Completion], rewards: list[Rew
         keep_group = torch.ones_like(keep_group)
     samples = []
     for n, c in enumerate(completions):
-        if not keep_group[n // G]:
+        if not keep_group[n // G] or (advantages.mask_truncated and c.finish_reason == "length"):
             continue
         prompt = batch.prompt_ids[c.prompt_index]
         samples.append(TrainSample(prompt + c.token_ids, len(prompt), float(adv[n]),

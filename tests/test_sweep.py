@@ -181,6 +181,35 @@ def test_parallel_runs_start_at_least_stagger_s_apart(tmp_path, monkeypatch):
     assert len(starts) == 3 and all(g >= 0.6 for g in gaps), gaps
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize("retries,expect", [(0, "failed"), (1, "done")])
+def test_a_failed_run_is_started_again_up_to_retries_times(tmp_path, monkeypatch, retries, expect):
+    import subprocess
+    import sys
+
+    from rlhf.config import load_recipe
+    from rlhf.sweep import runner
+
+    def fake_start(state, sweep_root, address):  # r0 fails at its first start (like vLLM's
+        ok = state.name != "r0" or state.attempts > 1  # profiling race), succeeds when started again
+        state.proc = subprocess.Popen([sys.executable, "-c", "import pathlib, sys; "
+                                       "p = pathlib.Path(sys.argv[1]); p.mkdir(parents=True, exist_ok=True); "
+                                       "ok = sys.argv[2] == '1'; ok and (p / 'summary.json').write_text('{}'); "
+                                       "sys.exit(0 if ok else 1)", str(state.dir), str(int(ok))])
+        state.status = "running"
+        return state
+
+    monkeypatch.setattr(runner, "_start", fake_start)
+    recipes = {}
+    for i in range(2):
+        r = load_recipe(QS)
+        recipes[f"r{i}"] = r.model_copy(update={"run": r.run.model_copy(update={
+            "output_dir": str(tmp_path / "runs"), "name": f"r{i}"})})
+    states = runner.run_all(recipes, tmp_path / "sweep", parallel=2, poll_s=0.05, retries=retries)
+    assert [(s.name, s.status) for s in states] == [("r0", expect), ("r1", "done")]
+    assert states[0].attempts == 1 + retries and states[1].attempts == 1
+
+
 @pytest.mark.integration
 def test_two_arm_sweep_runs_resumes_and_reports(tmp_path):
     """CI's small version of the study: 2 arms x 1 seed x 3 steps on the tiny quickstart model."""

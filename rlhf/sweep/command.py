@@ -27,7 +27,7 @@ def cmd_sweep(args) -> int:
     failed = []
     if not args.report_only:
         states = run_all(recipes, root, parallel=args.parallel or spec.parallel, address=args.address,
-                         stagger_s=spec.stagger_s)
+                         stagger_s=spec.stagger_s, retries=spec.retries)
         failed = [s for s in states if s.status == "failed"]
     results = build_results(runs, root / "runs", reference_arm(spec), spec.threshold,
                             {n: r.run.steps for n, r in recipes.items()})

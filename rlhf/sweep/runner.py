@@ -29,6 +29,7 @@ class RunState:
     proc: subprocess.Popen | None = None
     log: Path | None = None
     returncode: int | None = None
+    attempts: int = 0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -49,9 +50,11 @@ class RunState:
 
 
 def run_all(recipes: dict[str, Recipe], sweep_root: Path, parallel: int = 1,
-            address: str | None = None, poll_s: float = 2.0, stagger_s: float = 0.0) -> list[RunState]:
-    """Run every unfinished run, ``parallel`` at a time, at least ``stagger_s`` apart; return
-    every run's state (``failed`` ones name their log)."""
+            address: str | None = None, poll_s: float = 2.0, stagger_s: float = 0.0,
+            retries: int = 0) -> list[RunState]:
+    """Run every unfinished run, ``parallel`` at a time, at least ``stagger_s`` apart; a run that
+    fails is queued again (it resumes) up to ``retries`` times. Return every run's state
+    (``failed`` ones name their log)."""
     (sweep_root / "recipes").mkdir(parents=True, exist_ok=True)
     (sweep_root / "logs").mkdir(parents=True, exist_ok=True)
     states = [RunState(n, r, Path(r.run.output_dir) / r.run.name) for n, r in recipes.items()]
@@ -69,7 +72,9 @@ def run_all(recipes: dict[str, Recipe], sweep_root: Path, parallel: int = 1,
     try:
         while todo or running:
             while todo and len(running) < parallel and time.monotonic() >= next_start:
-                running.append(_start(todo.pop(0), sweep_root, address))
+                s = todo.pop(0)
+                s.attempts += 1
+                running.append(_start(s, sweep_root, address))
                 next_start = time.monotonic() + stagger_s
             time.sleep(poll_s)
             for s in list(running):
@@ -78,7 +83,12 @@ def run_all(recipes: dict[str, Recipe], sweep_root: Path, parallel: int = 1,
                     s.status = "done" if s.returncode == 0 and s.finished else "failed"
                     running.remove(s)
                     if s.status == "failed":
-                        tqdm.write(f"sweep: run {s.name} failed (exit {s.returncode}); log: {s.log}")
+                        again = s.attempts <= retries
+                        tqdm.write(f"sweep: run {s.name} failed (exit {s.returncode}); log: {s.log}"
+                                   + (f"; retry {s.attempts} of {retries}" if again else ""))
+                        if again:
+                            s.status = "pending"
+                            todo.append(s)
             done = sum(s.steps_done() for s in states)
             bar.update(done - bar.n)
             i = sum(1 for s in states if s.status in ("done", "failed"))

@@ -52,6 +52,9 @@ class SweepSpec(BaseModel):
     stagger_s: float = Field(0.0, ge=0.0, description="Seconds between starting two runs (GPU runs "
                              "sharing a device: vLLM sizes its KV cache from the free memory it "
                              "sees at start, so engines must not start at the same moment).")
+    retries: int = Field(0, ge=0, description="Times a failed run is started again in the same sweep "
+                         "(it resumes from its last checkpoint). For runs sharing a GPU: vLLM's "
+                         "start fails when another run frees memory while it profiles.")
 
     @field_validator("axes")
     @classmethod

@@ -150,13 +150,24 @@ def test_a_run_stopped_after_its_last_eval_counts_only_when_that_eval_is_the_fin
     assert build_results(expand(spec), root, None, None)["incomplete_runs"] == ["s-cispo-s1"]
 
 
+def _quickstart_copies(tmp_path, n):
+    """``n`` quickstart recipes named r0..r(n-1), their runs under ``tmp_path/runs``."""
+    from rlhf.config import load_recipe
+
+    recipes = {}
+    for i in range(n):
+        r = load_recipe(QS)
+        recipes[f"r{i}"] = r.model_copy(update={"run": r.run.model_copy(update={
+            "output_dir": str(tmp_path / "runs"), "name": f"r{i}"})})
+    return recipes
+
+
 @pytest.mark.unit
 def test_parallel_runs_start_at_least_stagger_s_apart(tmp_path, monkeypatch):
     import subprocess
     import sys
     import time
 
-    from rlhf.config import load_recipe
     from rlhf.sweep import runner
 
     starts = []
@@ -170,11 +181,7 @@ def test_parallel_runs_start_at_least_stagger_s_apart(tmp_path, monkeypatch):
         return state
 
     monkeypatch.setattr(runner, "_start", fake_start)
-    recipes = {}
-    for i in range(3):
-        r = load_recipe(QS)
-        recipes[f"r{i}"] = r.model_copy(update={"run": r.run.model_copy(update={
-            "output_dir": str(tmp_path / "runs"), "name": f"r{i}"})})
+    recipes = _quickstart_copies(tmp_path, 3)
     states = runner.run_all(recipes, tmp_path / "sweep", parallel=3, poll_s=0.05, stagger_s=0.6)
     assert [s.status for s in states] == ["done"] * 3
     gaps = [b - a for a, b in zip(starts, starts[1:])]
@@ -187,7 +194,6 @@ def test_a_failed_run_is_started_again_up_to_retries_times(tmp_path, monkeypatch
     import subprocess
     import sys
 
-    from rlhf.config import load_recipe
     from rlhf.sweep import runner
 
     def fake_start(state, sweep_root, address):  # r0 fails at its first start (like vLLM's
@@ -200,11 +206,7 @@ def test_a_failed_run_is_started_again_up_to_retries_times(tmp_path, monkeypatch
         return state
 
     monkeypatch.setattr(runner, "_start", fake_start)
-    recipes = {}
-    for i in range(2):
-        r = load_recipe(QS)
-        recipes[f"r{i}"] = r.model_copy(update={"run": r.run.model_copy(update={
-            "output_dir": str(tmp_path / "runs"), "name": f"r{i}"})})
+    recipes = _quickstart_copies(tmp_path, 2)
     states = runner.run_all(recipes, tmp_path / "sweep", parallel=2, poll_s=0.05, retries=retries)
     assert [(s.name, s.status) for s in states] == [("r0", expect), ("r1", "done")]
     assert states[0].attempts == 1 + retries and states[1].attempts == 1

@@ -13,7 +13,11 @@ update = the median of steps 6-8 (updates only). Ours: steps 2+ (step 1 holds JI
 sync), round = time/step, updates = time/train - time/old_logprobs. Update throughput = response
 tokens trained per second, the same count on both sides.
 
-    python benchmarks/peer_trl.py --tokenizer DIR [--gen 1024,4096] [--phases trl,ours,ours_bf16]
+    python benchmarks/peer_trl.py --tokenizer DIR [--gen 1024,4096] [--phases trl,ours,ours_bf16,ours_async]
+
+``ours_async``: ``train.async_mode=one_step`` with the engine awake next to the learner on the one
+GPU (``placement.engine_sleep=false``): the next batch generates while this one trains, so it
+trains on samples one policy version old (TRL and ``ours`` are on-policy).
 
 Needs vLLM and Ray (shared/gpu staging) and the TRL wheels (trl, datasets, dill, multiprocess).
 Writes benchmarks/results/peer_trl_<gpu>.json and prints the table with the ratios.
@@ -110,21 +114,29 @@ def parse_trl(text: str, gen: int, rc: int = 0) -> dict:
             "update_tok_s": resp_tokens / update, "mean_len": float(m.group(1)), "steps": steps}
 
 
-def run_ours(gen: int, fp32: bool, log: Path, steps: int) -> dict:
-    name = f"{'ours' if fp32 else 'ours_bf16'}_{gen}"
+# our variants: head precision and the overrides that make them
+OURS = {"ours": (True, []), "ours_bf16": (False, []),
+        # one-step-off pipelining on the one GPU: the engine stays awake next to the learner and
+        # generates batch n+1 while the learner trains on batch n (samples one version old)
+        "ours_async": (True, ["placement.engine_sleep=false", "train.async_mode=one_step"])}
+
+
+def run_ours(gen: int, phase: str, log: Path, steps: int) -> dict:
+    fp32, extra = OURS[phase]
+    name = f"{phase}_{gen}"
     out = WORK / "ours"
     t0 = time.time()
     cmd = [sys.executable, "-m", "rlhf.cli", "train", "recipes/gpu/proof_0.5b.yaml",
            f"model.path={MODEL}", "model.build=null", f"run.steps={steps}", f"run.output_dir={out}",
            f"run.name={name}", f"rollout.max_new_tokens={gen}", f"precision.lm_head_fp32={str(fp32).lower()}",
-           "rollout.engine.gpu_memory_utilization=0.3"]
+           "rollout.engine.gpu_memory_utilization=0.3", *extra]
     with open(log, "w") as f:
         rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=900).returncode
     path = out / name / "metrics.jsonl"
     rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
     rows = [r for r in rows if r.get("kind") == "train" and r["step"] >= 2]
     if rc != 0 or not rows:
-        return {"phase": name.rsplit("_", 1)[0], "gen": gen, "error": f"rc={rc}",
+        return {"phase": phase, "gen": gen, "error": f"rc={rc}",
                 "log_tail": log.read_text()[-3000:]}
 
     def med(key: str) -> float:
@@ -132,7 +144,7 @@ def run_ours(gen: int, fp32: bool, log: Path, steps: int) -> dict:
 
     updates = statistics.median(r["time/train"] - r["time/old_logprobs"] for r in rows)
     resp_tokens = med("response_len/mean") * 256
-    return {"phase": name.rsplit("_", 1)[0], "gen": gen, "round_s": med("time/step"),
+    return {"phase": phase, "gen": gen, "round_s": med("time/step"),
             "generate_s": med("time/generate"), "old_logprobs_s": med("time/old_logprobs"),
             "updates_s": updates, "update_tok_s": resp_tokens / updates,
             "sync_s": med("time/weight_sync"), "mean_len": med("response_len/mean"),
@@ -160,7 +172,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokenizer")
     ap.add_argument("--gen", default="1024")
-    ap.add_argument("--phases", default="trl,ours,ours_bf16")
+    ap.add_argument("--phases", default="trl,ours,ours_bf16", help=f"trl and any of {sorted(OURS)}")
+    ap.add_argument("--tag", default="", help="suffix of the results file name")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--trl-child", type=int)
     ap.add_argument("--logs", default=os.environ.get("OUT", str(WORK)))
@@ -187,11 +200,11 @@ def main() -> None:
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
     results = []
-    out = ROOT / "benchmarks" / "results" / f"peer_trl_{'h200' if 'H200' in gpu else 'gpu'}.json"
+    out = ROOT / "benchmarks" / "results" / f"peer_trl_{'h200' if 'H200' in gpu else 'gpu'}{args.tag}.json"
     for gen in map(int, args.gen.split(",")):
         for phase in args.phases.split(","):
             log = logs / f"{phase}_{gen}.log"
-            r = run_trl(gen, log) if phase == "trl" else run_ours(gen, phase == "ours", log, args.steps)
+            r = run_trl(gen, log) if phase == "trl" else run_ours(gen, phase, log, args.steps)
             r["gpu"] = gpu
             results.append(r)
             print(json.dumps({k: v for k, v in r.items() if k not in ("rows", "log_tail")}), flush=True)

@@ -304,7 +304,7 @@ class TrainConfig(Section):
     micro_batch_tokens: int = Field(8192, ge=16, description="Token budget of one micro-batch: total tokens when packing, padded count x length otherwise.")
     packing: bool = Field(True, description="Pack several sequences per row (positions restart per sequence, attention kept inside each, no padding); false: padded rows.")
     logprob_chunk: int = Field(1024, ge=1, description="Tokens per chunk of the FP32 LM head.")
-    async_mode: Literal["off", "one_step"] = Field("off", description="off: generate, then train, in turn. one_step: the engines generate batch n+1 with the weights of version n while the learners train on batch n (rlhf/driver/pipeline.py); needs learners and engines on different devices (placement.mode local or separate) and max_staleness >= 1. YAML's bare off (false) is off.")
+    async_mode: Literal["off", "one_step"] = Field("off", description="off: generate, then train, in turn. one_step: the engines generate batch n+1 with the weights of version n while the learners train on batch n (rlhf/driver/pipeline.py); needs learners and engines able to run at once (placement.mode local or separate, or colocated with placement.engine_sleep=false) and max_staleness >= 1. YAML's bare off (false) is off.")
     max_staleness: int = Field(1, ge=0, description="Refuse samples more than this many policy versions older than the learner (a synchronous run's samples are 0 versions old, one_step's 1).")
     stale_is_cap: float = Field(2.0, ge=1.0, description="Samples older than the learner get the truncated importance weight min(pi_old / pi_rollout, stale_is_cap) on their tokens (rlhf/learner/losses.py behaviour_weight).")
     optim: OptimConfig = Field(default_factory=OptimConfig, description="AdamW settings.")
@@ -333,10 +333,16 @@ GPU_TRANSPORTS = {"ipc": "colocated", "nccl": "separate"}  # the placement each 
 
 
 class PlacementConfig(Section):
-    mode: Literal["local", "separate", "colocated"] = Field("local", description="local: CPU actors; separate: learners and engines on different GPUs; colocated: shared GPUs, engines sleep while learners train.")
+    mode: Literal["local", "separate", "colocated"] = Field("local", description="local: CPU actors; separate: learners and engines on different GPUs; colocated: shared GPUs (one per learner/engine pair), engines sleep while learners train unless placement.engine_sleep=false.")
     learner_gpus: float = Field(1.0, ge=0.0, description="GPUs per learner actor (separate; colocated shares one GPU per learner/engine pair).")
     rollout_gpus: float = Field(1.0, ge=0.0, description="GPUs per rollout actor (separate).")
     weight_sync: Literal["auto", "object_store", "ipc", "nccl"] = Field("auto", description="Learner -> engine transport. auto: CUDA IPC when colocated, NCCL bucketed broadcast when separate (vllm), the object store otherwise.")
+    engine_sleep: bool = Field(True, description="colocated: the engines free their GPU memory (sleep level 1) while the learners train, and wake for the next batch. false: both stay resident on the shared GPU, which must hold the engine's gpu_memory_utilization share plus the learner's peak; this is what lets train.async_mode=one_step overlap the two on one GPU.")
+
+    @property
+    def engines_sleep(self) -> bool:
+        """Whether the engines sleep while the learners train (colocated, engine_sleep)."""
+        return self.mode == "colocated" and self.engine_sleep
 
 
 class Recipe(Section):
@@ -390,11 +396,13 @@ class Recipe(Section):
         t = self.train
         if t.async_mode == "off":
             return self
-        if self.placement.mode == "colocated":
+        if self.placement.engines_sleep:
             raise ValueError("train.async_mode=one_step overlaps generation with training, which "
-                             "needs the engines and learners on different devices; "
-                             "placement.mode=colocated shares them (engines sleep while the "
-                             "learners train): use placement.mode=separate, or train.async_mode=off")
+                             "cannot happen while the engines sleep: placement.mode=colocated "
+                             "shares the GPUs and its engines sleep while the learners train "
+                             "(placement.engine_sleep=true). Use placement.engine_sleep=false "
+                             "(both stay resident on the shared GPU), placement.mode=separate, "
+                             "or train.async_mode=off")
         if t.max_staleness < 1:
             raise ValueError(f"train.async_mode=one_step trains on samples one policy version "
                              f"old: it needs train.max_staleness >= 1 (got {t.max_staleness})")

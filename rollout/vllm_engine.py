@@ -56,6 +56,20 @@ def truncate_repetition(token_ids: list[int], logprobs: list[float], reason: Fin
     return token_ids[:stop + 1], logprobs[:stop + 1], "repetition"
 
 
+def sampled_logprobs(token_ids: list[int], logprobs) -> list[float]:
+    """The raw logprob of each sampled token, from vLLM's per-position record: a ``FlatLogprobs``
+    (``flat_logprobs=True``: flat lists, the sampled token first at each position; no Python
+    object per token) or a list of ``{token: Logprob}`` dicts."""
+    starts = getattr(logprobs, "start_indices", None)
+    if not token_ids:  # (vLLM slices a delta's logprobs with [-len(ids):], all of them for 0)
+        return []
+    if starts is None:
+        return [float(step[tok].logprob) for tok, step in zip(token_ids, logprobs or [])]
+    if [logprobs.token_ids[i] for i in starts] != list(token_ids):
+        raise RuntimeError("vLLM's flat logprobs do not start with the sampled tokens")
+    return [logprobs.logprobs[i] for i in starts]
+
+
 @dataclass
 class _Stream:
     """One sample of the abort path: what has arrived so far and M1's rule on it."""
@@ -125,7 +139,9 @@ class VLLMEngine:
                               top_k=sampling.top_k if sampling.top_k > 0 else 0,
                               min_p=sampling.min_p,
                               max_tokens=sampling.max_tokens, seed=seed, logprobs=0,
-                              stop_token_ids=stop or None, extra_args=extra)
+                              stop_token_ids=stop or None, extra_args=extra,
+                              # token ids out; the rollout worker decodes the text once
+                              detokenize=False, flat_logprobs=True)
 
     def generate(self, prompt_token_ids: list[list[int]], sampling: SamplingConfig,
                  seeds: list[int] | None = None) -> list[Completion]:
@@ -143,7 +159,7 @@ class VLLMEngine:
         for i, out in enumerate(outs):  # vLLM returns requests in submission order
             for c in out.outputs:
                 ids = list(c.token_ids)
-                lps = [float(step[tok].logprob) for tok, step in zip(ids, c.logprobs)]  # [T]
+                lps = sampled_logprobs(ids, c.logprobs)  # [T]
                 reason: FinishReason = "stop" if c.finish_reason == "stop" else "length"
                 engine = {"engine_finish": reason, "engine_tokens": len(ids)}  # before the cut
                 ids, lps, reason = truncate_repetition(ids, lps, reason, sampling.repetition_window,
@@ -188,7 +204,7 @@ class VLLMEngine:
             for out in engine.step():
                 st, c = streams[out.request_id], out.outputs[0]
                 new = list(c.token_ids)
-                new_lps = [float(step[tok].logprob) for tok, step in zip(new, c.logprobs or [])]
+                new_lps = sampled_logprobs(new, c.logprobs)
                 st.ids += new
                 st.logprobs += new_lps
                 if st.watch.feed(new_lps):

@@ -23,14 +23,33 @@ def _recipe(**sections):
 
 
 # ---- recipe ---------------------------------------------------------------------------------
-def test_one_step_with_colocated_placement_is_refused_with_the_reason():
-    with pytest.raises(RecipeError, match=r"async_mode=one_step .*placement.mode=colocated shares"):
+def test_one_step_with_sleeping_colocated_engines_is_refused_with_the_reason():
+    with pytest.raises(RecipeError, match=r"async_mode=one_step .*engines sleep .*engine_sleep=false"):
         _recipe(train={"async_mode": "one_step"}, placement={"mode": "colocated"})
+    # awake engines on the shared GPU can generate while the learners train
+    awake = _recipe(train={"async_mode": "one_step"},
+                    placement={"mode": "colocated", "engine_sleep": False})
+    assert not awake.placement.engines_sleep and _recipe(placement={"mode": "colocated"}).placement.engines_sleep
+    assert not _recipe(placement={"mode": "separate"}).placement.engines_sleep
     with pytest.raises(RecipeError, match=r"needs train.max_staleness >= 1 \(got 0\)"):
         _recipe(train={"async_mode": "one_step", "max_staleness": 0})
     assert _recipe(train={"async_mode": "one_step"}, placement={"mode": "separate"}).train.max_staleness == 1
     assert _recipe(placement={"mode": "colocated"}).train.async_mode == "off"
     assert _recipe(train={"async_mode": False}).train.async_mode == "off"  # YAML's bare `off`
+
+
+@pytest.mark.parametrize("engine_sleep", [True, False])
+def test_colocated_engines_sleep_around_training_only_when_asked(engine_sleep):
+    from rlhf.driver.run import Run
+
+    calls = []
+    run = object.__new__(Run)
+    run.recipe = _recipe(placement={"mode": "colocated", "engine_sleep": engine_sleep})
+    run.rollouts = SimpleNamespace(sleep=lambda: calls.append("sleep"), wake_up=lambda: calls.append("wake"))
+    with run.engines_asleep() as times:
+        calls.append("train")
+    assert calls == (["sleep", "train", "wake"] if engine_sleep else ["train"])
+    assert set(times) == ({"time/engine_sleep", "time/engine_wake"} if engine_sleep else set())
 
 
 # ---- the pipeline's order, on stand-in roles --------------------------------------------------

@@ -166,6 +166,22 @@ def test_processor_skips_rows_that_cannot_fire_and_validates():
             SimpleNamespace(extra_args={"repetition_stop": {"window": 0, "prob": 0.9, "eos": 1}}))
 
 
+def test_sampled_logprobs_reads_vllms_flat_and_dict_records():
+    """``flat_logprobs=True``: flat lists, each position's sampled token first (here with a
+    top-1 alternative after it at position 1); the dict form gives the same values."""
+    from rollout.vllm_engine import sampled_logprobs
+
+    flat = SimpleNamespace(start_indices=[0, 1, 3], token_ids=[5, 8, 2, 4],
+                           logprobs=[-0.1, -0.7, -0.2, -1.5])
+    assert sampled_logprobs([5, 8, 4], flat) == [-0.1, -0.7, -1.5]
+    dicts = [{5: SimpleNamespace(logprob=-0.1)}, {2: SimpleNamespace(logprob=-0.2),
+                                                  8: SimpleNamespace(logprob=-0.7)}]
+    assert sampled_logprobs([5, 8], dicts) == [-0.1, -0.7]
+    assert sampled_logprobs([], flat) == []  # an empty delta (vLLM's [-0:] slice is everything)
+    with pytest.raises(RuntimeError, match="sampled tokens"):
+        sampled_logprobs([5, 2, 4], flat)
+
+
 def test_eos_ids_from_the_model_directory(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"eos_token_id": 5}))
     (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [9, 5]}))

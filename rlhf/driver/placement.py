@@ -94,7 +94,7 @@ def start_roles(r: Recipe, model_path: str, context_len: int,
     engine = r.rollout.engine
     transport = pick_transport(engine.weight_transports, r.placement.mode, r.placement.weight_sync)
     setup = EngineSetup(dtype=r.model.dtype, lm_head_fp32=r.precision.lm_head_fp32,
-                        seed=r.run.seed, sleep_mode=r.placement.mode == "colocated",
+                        seed=r.run.seed, sleep_mode=r.placement.engines_sleep,
                         weight_transfer=None if transport == "object_store" else transport,
                         context_len=context_len)
     sync = make_weight_sync(transport, learners, "bfloat16" if r.model.dtype == "bfloat16" else None)

@@ -141,10 +141,10 @@ class Run:
 
     @contextlib.contextmanager
     def engines_asleep(self):
-        """Colocated placement: engines free their GPU memory while the learners train. Yields
-        a dict that receives the sleep and wake-up times."""
+        """Colocated placement with ``placement.engine_sleep``: engines free their GPU memory
+        while the learners train. Yields a dict that receives the sleep and wake-up times."""
         times: dict[str, float] = {}
-        if self.recipe.placement.mode != "colocated":
+        if not self.recipe.placement.engines_sleep:
             yield times
             return
         t0 = time.perf_counter()

@@ -10,7 +10,7 @@ activation checkpointing where memory needs it), FP32 and bf16 heads.
 
 Per phase: TRL's round = its second generation round (steps 5-8: generation + 4 updates); TRL's
 update = the median of steps 6-8 (updates only). Ours: steps 2+ (step 1 holds JIT and the first
-sync), round = time/step, updates = time/train - time/old_logprobs. Update throughput = response
+sync; ``ours_async``: steps 3+), round = time/step, updates = time/train - time/old_logprobs. Update throughput = response
 tokens trained per second, the same count on both sides.
 
     python benchmarks/peer_trl.py --tokenizer DIR [--gen 1024,4096] [--phases trl,ours,ours_bf16,ours_async]
@@ -134,7 +134,10 @@ def run_ours(gen: int, phase: str, log: Path, steps: int) -> dict:
         rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=900).returncode
     path = out / name / "metrics.jsonl"
     rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-    rows = [r for r in rows if r.get("kind") == "train" and r["step"] >= 2]
+    # steady state: step 1 holds JIT and the first sync's setup; one_step's first push (with
+    # the IPC handles' first mapping) comes at step 2, so its steady state starts at step 3
+    first = 3 if "train.async_mode=one_step" in extra else 2
+    rows = [r for r in rows if r.get("kind") == "train" and r["step"] >= first]
     if rc != 0 or not rows:
         return {"phase": phase, "gen": gen, "error": f"rc={rc}",
                 "log_tail": log.read_text()[-3000:]}

@@ -302,7 +302,7 @@ def test_ipc_weight_sync_leaves_the_engine_with_exactly_the_learners_weights(tin
                     received.append(version)
                     return eng.receive_weights(info)
 
-        monkeypatch.setattr(ws, "ray", types.SimpleNamespace(get=lambda refs: refs))
+        monkeypatch.setattr(ws, "ray", types.SimpleNamespace(get=lambda refs, timeout=None: refs))
         ws.IPCTransfer([Engine], version=7).send(b, ws.Channel(0))
         assert received == [7] and engine_checksums(eng, vocab) == checksums(b, start)
     finally:

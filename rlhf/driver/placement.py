@@ -88,9 +88,12 @@ def start_roles(r: Recipe, model_path: str, context_len: int,
     place = placement_plan(r.placement, r.train, r.rollout, r.run.timeouts.first_call_s)
     learner_kwargs = dict(model_path=model_path, model_cfg=r.model, train_cfg=r.train,
                           loss_cfg=r.loss, lm_head_fp32=r.precision.lm_head_fp32, seed=r.run.seed)
+    # CPU actors load side by side; on GPUs the engines start once the learners hold their
+    # memory (vLLM sizes its KV cache from the free memory it sees while it profiles)
+    together = r.placement.mode == "local"
     learners = LearnerGroup(r.train.num_learners, learner_kwargs, r.train.num_cpus,
                             place.learner_gpus, place.pg, name=f"m1rl-{r.run.name}",
-                            bundles=place.learner_bundles, calls=calls)
+                            bundles=place.learner_bundles, calls=calls, wait=not together)
     engine = r.rollout.engine
     transport = pick_transport(engine.weight_transports, r.placement.mode, r.placement.weight_sync)
     setup = EngineSetup(dtype=r.model.dtype, lm_head_fp32=r.precision.lm_head_fp32,
@@ -100,6 +103,10 @@ def start_roles(r: Recipe, model_path: str, context_len: int,
     sync = make_weight_sync(transport, learners, "bfloat16" if r.model.dtype == "bfloat16" else None)
     rollouts = RolloutGroup(r.rollout.num_workers, engine, model_path, setup, r.rollout.num_cpus,
                             place.rollout_gpus, r.rollout.max_restarts, place.pg,
-                            place.rollout_bundles, on_restart=sync.restore, calls=calls)
+                            place.rollout_bundles, on_restart=sync.restore, calls=calls,
+                            wait=not together)
+    if together:
+        learners.ready()
+        rollouts.ready()
     sync.connect(rollouts)
     return learners, sync, rollouts

@@ -39,7 +39,7 @@ class LearnerGroup:
 
     def __init__(self, n: int, worker_kwargs: dict, num_cpus: float = 1.0, num_gpus: float = 0,
                  placement_group=None, name: str | None = None, bundles: list[int] | None = None,
-                 calls: Calls | None = None):
+                 calls: Calls | None = None, wait: bool = True):
         from rlhf.learner.worker import LearnerWorker
 
         self.calls = calls or Calls()
@@ -53,9 +53,17 @@ class LearnerGroup:
                 opts["scheduling_strategy"] = _in_bundle(placement_group, bundles[rank])
             self.actors.append(ray.remote(LearnerWorker).options(**opts).remote(
                 **worker_kwargs, rank=rank, world_size=n, num_threads=max(1, int(num_cpus))))
+        self.address = ""  # the group's rendezvous, on rank 0's node (set by ready)
+        if wait:
+            self.ready()
+
+    def ready(self) -> LearnerGroup:
+        """Wait for the ranks to start, then form the group (``wait=False`` defers this, so
+        that other roles start while these load)."""
         address, port = self._get("start", [self.actors[0].endpoint.remote()])[0]
-        self.address = f"{address}:{port}"  # the group's rendezvous, on rank 0's node
+        self.address = f"{address}:{port}"
         self._all("join", "join", address, port)
+        return self
 
     def _get(self, phase: str, refs: list) -> list:
         return self.calls.get(phase, each("learner rank", refs))
@@ -160,7 +168,8 @@ class InFlight:
 class RolloutGroup:
     """``on_restart(actor)`` is called with each replacement worker before its prompts are
     re-issued: the run's weight sync gives it the current weights (its ``restore``).
-    ``bundles`` as in :class:`LearnerGroup`; ``calls``: the run's timeouts."""
+    ``bundles`` as in :class:`LearnerGroup`; ``calls``: the run's timeouts; ``wait=False``:
+    :meth:`ready` waits for the workers to start."""
 
     role = "rollout worker"
 
@@ -168,7 +177,7 @@ class RolloutGroup:
                  setup: EngineSetup = EngineSetup(), num_cpus: float = 1.0, num_gpus: float = 0,
                  max_restarts: int = 3, placement_group=None, bundles: list[int] | None = None,
                  on_restart: Callable[[ray.actor.ActorHandle], None] | None = None,
-                 calls: Calls | None = None):
+                 calls: Calls | None = None, wait: bool = True):
         self._spec = (engine, model_path, setup)
         self._opts: dict[str, Any] = {"num_cpus": num_cpus, "num_gpus": num_gpus}
         self._pg, self._bundles = placement_group, bundles or list(range(n))
@@ -177,7 +186,12 @@ class RolloutGroup:
         self.calls = calls or Calls()
         self.actors: list[Any] = [self._spawn(w) for w in range(n)]
         self.restarts = 0
+        if wait:
+            self.ready()
+
+    def ready(self) -> RolloutGroup:
         self._all("start", "ping")
+        return self
 
     def _all(self, phase: str, method: str, *args) -> list:
         return self.calls.get(phase, each(self.role, [getattr(a, method).remote(*args)

@@ -93,13 +93,13 @@ def test_a_changed_recipe_refuses_to_resume_through_the_cli(tmp_path):
     # console noise kept out: every actor's weight-loading bar, Ray's token-auth notice
     assert "Loading weights" not in out.stderr and "Token authentication is enabled" not in out.stderr
     before = (tmp_path / "r" / "metrics.jsonl").read_text()
-    out = _rlhf(*base, "run.steps=2", "loss.eps_high=0.3", "train.optim.lr=1e-4")
+    out = _rlhf(*base, "run.steps=2", "loss.eps_high=0.3", "train.optim.lr=3e-4")
     assert out.returncode == 2, out.stderr[-2000:]
     assert "2 field(s) changed" in out.stderr
-    assert "loss.eps_high: 5.0 -> 0.3" in out.stderr and "train.optim.lr: 2e-05 -> 0.0001" in out.stderr
+    assert "loss.eps_high: 5.0 -> 0.3" in out.stderr and "train.optim.lr: 0.0001 -> 0.0003" in out.stderr
     assert "run.steps" not in out.stderr  # running longer is what resuming is for
     assert (tmp_path / "r" / "metrics.jsonl").read_text() == before  # nothing ran
-    out = _rlhf(*base, "run.steps=2", "loss.eps_high=0.3", "train.optim.lr=1e-4",
+    out = _rlhf(*base, "run.steps=2", "loss.eps_high=0.3", "train.optim.lr=3e-4",
                 "--allow-recipe-change")
     assert out.returncode == 0, out.stderr[-2000:]
     said = out.stdout + out.stderr

@@ -114,15 +114,17 @@ def parse_trl(text: str, gen: int, rc: int = 0) -> dict:
             "update_tok_s": resp_tokens / update, "mean_len": float(m.group(1)), "steps": steps}
 
 
-# our variants: head precision and the overrides that make them
-OURS = {"ours": (True, []), "ours_bf16": (False, []),
+# our variants: head precision, the overrides that make them, the first steady-state step (step 1
+# holds JIT and the first sync's setup; one_step's first push, with the IPC handles' first
+# mapping, comes at step 2)
+OURS = {"ours": (True, [], 2), "ours_bf16": (False, [], 2),
         # one-step-off pipelining on the one GPU: the engine stays awake next to the learner and
         # generates batch n+1 while the learner trains on batch n (samples one version old)
-        "ours_async": (True, ["placement.engine_sleep=false", "train.async_mode=one_step"])}
+        "ours_async": (True, ["placement.engine_sleep=false", "train.async_mode=one_step"], 3)}
 
 
 def run_ours(gen: int, phase: str, log: Path, steps: int) -> dict:
-    fp32, extra = OURS[phase]
+    fp32, extra, first = OURS[phase]
     name = f"{phase}_{gen}"
     out = WORK / "ours"
     t0 = time.time()
@@ -134,9 +136,6 @@ def run_ours(gen: int, phase: str, log: Path, steps: int) -> dict:
         rc = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=900).returncode
     path = out / name / "metrics.jsonl"
     rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
-    # steady state: step 1 holds JIT and the first sync's setup; one_step's first push (with
-    # the IPC handles' first mapping) comes at step 2, so its steady state starts at step 3
-    first = 3 if "train.async_mode=one_step" in extra else 2
     rows = [r for r in rows if r.get("kind") == "train" and r["step"] >= first]
     if rc != 0 or not rows:
         return {"phase": phase, "gen": gen, "error": f"rc={rc}",

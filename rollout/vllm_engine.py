@@ -60,9 +60,9 @@ def sampled_logprobs(token_ids: list[int], logprobs) -> list[float]:
     """The raw logprob of each sampled token, from vLLM's per-position record: a ``FlatLogprobs``
     (``flat_logprobs=True``: flat lists, the sampled token first at each position; no Python
     object per token) or a list of ``{token: Logprob}`` dicts."""
-    starts = getattr(logprobs, "start_indices", None)
     if not token_ids:  # (vLLM slices a delta's logprobs with [-len(ids):], all of them for 0)
         return []
+    starts = getattr(logprobs, "start_indices", None)
     if starts is None:
         return [float(step[tok].logprob) for tok, step in zip(token_ids, logprobs or [])]
     if [logprobs.token_ids[i] for i in starts] != list(token_ids):

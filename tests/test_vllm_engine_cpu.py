@@ -373,5 +373,7 @@ def test_engine_options_and_sampling_filters_reach_vllm(fake_vllm, tmp_path):
                                             min_p=0.05), seed=7)
     assert (sp.top_p, sp.top_k, sp.min_p, sp.logprobs, sp.seed) == (0.95, 20, 0.05, 0, 7)
     assert sp.stop_token_ids == [5, 6]
+    # token ids and flat logprobs out; the rollout worker decodes the text once
+    assert (sp.detokenize, sp.flat_logprobs) == (False, True)
     off = eng.sampling_params(SamplingConfig(), seed=None)
     assert (off.top_p, off.top_k, off.min_p) == (1.0, 0, 0.0)  # vLLM's "off" values

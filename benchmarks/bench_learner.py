@@ -9,7 +9,11 @@ rlhf.learner.policy.PolicyModel, FP32 head (bf16 operands, float32 accumulation 
 FP32 head) in chunks, recomputed in the backward pass, padded rows; "packed": the same as one
 packed row (rlhf/learner/batching.py: sequences back to back, PyTorch's varlen FlashAttention),
 "packed_auto" checkpointing only the layers the memory estimate asks for (rlhf/learner/memory.py),
-"packed_full" every layer. Prints a table and writes benchmarks/results/learner_<gpu>.json.
+"packed_full" every layer. Options after a "+": "+varlen" runs a one-sequence row through the
+varlen FlashAttention kernel instead of the dense cuDNN-first one (rlhf/learner/attention.py),
+"+compile" compiles the layers' norms and MLPs (``train.compile``, rlhf/learner/policy.py), e.g.
+``--kinds packed_auto,packed_auto+varlen,packed_auto+compile``. Prints a table and writes
+benchmarks/results/learner_<gpu><tag>.json.
 
 MFU = (6 x params x tokens + 6 x layers x hidden x sum of squared sequence lengths) / step time /
 989 TFLOP/s (dense bf16, H100/H200 SXM): the matmuls of every weight (forward and backward) plus
@@ -34,8 +38,12 @@ PEAK_BF16 = {"H100": 989e12, "H200": 989e12}
 def build_model(kind: str = "ours", tokens: int = 0, chunk: int = 4096):
     from transformers import AutoModelForCausalLM, Qwen2Config
 
-    from rlhf.learner.attention import use_packed_attention
+    from rlhf.learner.attention import set_single_sequence_kernel, use_packed_attention
     from rlhf.learner.memory import checkpoint_layers, layers_to_checkpoint
+    from rlhf.learner.policy import compile_layers
+
+    kind, *opts = kind.split("+")
+    set_single_sequence_kernel("varlen" if "varlen" in opts else "cudnn")
 
     cfg = Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864,
                       num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
@@ -49,6 +57,8 @@ def build_model(kind: str = "ours", tokens: int = 0, chunk: int = 4096):
     if kind.startswith("packed"):
         use_packed_attention(lm)
     checkpoint_layers(lm, lm.model.layers, n)
+    if "compile" in opts:
+        compile_layers(lm.model.layers)
     lm.checkpointed = n
     return lm.cuda().train()
 
@@ -130,6 +140,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--kinds", default="packed_auto,packed_full,ours,naive_fp32")
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--tag", default="", help="suffix of the results file name")
     args = ap.parse_args()
     gpu = torch.cuda.get_device_name()
     rows = []
@@ -143,16 +154,16 @@ def main() -> None:
             rows.append(r)
             print(json.dumps(r), flush=True)
     print(f"\nlearner step, Qwen2.5-0.5B shape, bf16 weights, {gpu}; MFU with attention (6PT only)")
-    print(f"{'shape':>9} {'kind':>12} {'AC layers':>9} {'tok/s':>9} {'peak GiB':>9} {'MFU':>14}")
+    print(f"{'shape':>9} {'kind':>20} {'AC layers':>9} {'tok/s':>9} {'peak GiB':>9} {'MFU':>14}")
     for r in rows:
         if r["oom"]:
-            print(f"{r['shape']:>9} {r['kind']:>12} {'':>9} {'OOM':>9}")
+            print(f"{r['shape']:>9} {r['kind']:>20} {'':>9} {'OOM':>9}")
         else:
-            print(f"{r['shape']:>9} {r['kind']:>12} {r['checkpointed_layers']:>9} {r['tok_s']:9.0f} "
+            print(f"{r['shape']:>9} {r['kind']:>20} {r['checkpointed_layers']:>9} {r['tok_s']:9.0f} "
                   f"{r['peak_gib']:9.1f} {r['mfu']:6.1%} ({r['mfu_6pt']:.1%})")
     Path(args.out).mkdir(parents=True, exist_ok=True)
     tag = "h200" if "H200" in gpu else "h100" if "H100" in gpu else "gpu"
-    Path(args.out, f"learner_{tag}.json").write_text(json.dumps({"gpu": gpu, "chunk": args.chunk,
+    Path(args.out, f"learner_{tag}{args.tag}.json").write_text(json.dumps({"gpu": gpu, "chunk": args.chunk,
                                                                  "rows": rows}, indent=2))
 
 

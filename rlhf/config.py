@@ -310,6 +310,7 @@ class TrainConfig(Section):
     optim: OptimConfig = Field(default_factory=OptimConfig, description="AdamW settings.")
     num_cpus: float = Field(1.0, gt=0.0, description="Ray CPUs per learner actor.")
     fsdp: Literal["auto", "on", "off"] = Field("auto", description="FSDP2 sharding: auto = when more than one learner or on GPU.")
+    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile each decoder layer's norms and MLP (fuses their elementwise work; the attention kernels stay as they are); auto = on GPU. The first steps pay the compilation.")
 
     @field_validator("async_mode", mode="before")
     @classmethod

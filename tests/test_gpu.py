@@ -66,6 +66,43 @@ def test_varlen_kernel_is_used_and_packed_equals_padded_on_gpu():
         assert rel < 3e-2, (n, rel)
 
 
+def test_one_sequence_row_runs_cudnn_attention_and_equals_the_varlen_kernel():
+    """A packed row holding one sequence goes to the dense causal SDPA with cuDNN first
+    (rlhf/learner/attention.py); its values and gradients equal the varlen FlashAttention
+    kernel's within bf16 noise."""
+    import copy
+
+    from torch.profiler import ProfilerActivity, profile
+
+    from rlhf.learner import attention
+    from rlhf.learner.batching import TrainSample, pack
+    from rlhf.learner.policy import PolicyModel
+
+    lm = _qwen()
+    attention.use_packed_attention(lm)
+    other = copy.deepcopy(lm)
+    g = torch.Generator().manual_seed(0)
+    pb = pack([TrainSample(torch.randint(0, 512, (3000,), generator=g).tolist(), 100)], [0])
+    dev = torch.device("cuda")
+    try:
+        attention.set_single_sequence_kernel("cudnn")
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            lp_a, _ = PolicyModel(lm, chunk_size=512).micro_forward(pb, dev)
+        ops = {e.key for e in prof.key_averages()}
+        attention.set_single_sequence_kernel("varlen")
+        lp_b, _ = PolicyModel(other, chunk_size=512).micro_forward(pb, dev)
+    finally:
+        attention.set_single_sequence_kernel("cudnn")
+    assert "aten::_scaled_dot_product_cudnn_attention" in ops, sorted(o for o in ops if "attention" in o)
+    assert (lp_a - lp_b).abs().max() < 0.05 and (lp_a - lp_b).abs().mean() < 5e-3
+    w = torch.randn_like(lp_a)
+    (lp_a * w).sum().backward()
+    (lp_b * w).sum().backward()
+    for (n, a), (_, b) in zip(lm.named_parameters(), other.named_parameters(), strict=True):
+        rel = ((a.grad.float() - b.grad.float()).norm() / a.grad.float().norm()).item()
+        assert rel < 3e-2, (n, rel)
+
+
 # ---- vLLM (needs the staged vLLM: scripts/gpu_tests.sh) ---------------------------------------
 @pytest.fixture(scope="module")
 def tiny_engine(tmp_path_factory):

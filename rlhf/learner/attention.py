@@ -5,9 +5,13 @@ Registered with transformers as ``"m1rl_packed"`` (:func:`use_packed_attention`)
 forward passes ``cu_seq_lens_q`` (sequence boundaries, ``[N + 1]`` int32) and ``max_length_q``
 as keyword arguments, which transformers hands to every attention call. Kernels:
 
-* CUDA: ``torch.nn.attention.varlen.varlen_attn`` (PyTorch's built-in FlashAttention varlen
-  kernel; forward and backward), causal, GQA by repeated KV heads where the kernel lacks
-  ``enable_gqa``;
+* CUDA, several sequences: ``torch.nn.attention.varlen.varlen_attn`` (PyTorch's built-in
+  FlashAttention varlen kernel; forward and backward), causal, GQA by repeated KV heads where the
+  kernel lacks ``enable_gqa``;
+* CUDA, one sequence (a long trace fills a micro-batch alone): the dense causal
+  ``scaled_dot_product_attention``, cuDNN's fused attention first (faster than FlashAttention-2
+  on Hopper at long lengths; ``benchmarks/bench_learner.py`` measures both), then
+  FlashAttention; :func:`set_single_sequence_kernel` picks ``"varlen"`` instead;
 * otherwise (CPU, tests): one ``scaled_dot_product_attention`` per sequence, the reference.
 
 A call without boundaries (an unpacked batch) goes to transformers' SDPA attention unchanged.
@@ -23,6 +27,15 @@ import torch
 import torch.nn.functional as F
 
 NAME = "m1rl_packed"
+_SINGLE = {"kernel": "cudnn"}  # one sequence on CUDA: "cudnn" (then flash) or "varlen"
+
+
+def set_single_sequence_kernel(kernel: str) -> None:
+    """The kernel for a packed row that holds one sequence on CUDA: ``"cudnn"`` (dense SDPA,
+    cuDNN first) or ``"varlen"`` (the same kernel as several sequences)."""
+    if kernel not in ("cudnn", "varlen"):
+        raise ValueError(f"single-sequence kernel must be 'cudnn' or 'varlen', not {kernel!r}")
+    _SINGLE["kernel"] = kernel
 
 
 @cache
@@ -44,6 +57,8 @@ def packed_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.T
     """Causal attention per sequence of a packed row. q [P, Hq, D], k/v [P, Hkv, D],
     cu [N + 1] -> [P, Hq, D]."""
     rep = q.shape[1] // k.shape[1]
+    if q.is_cuda and len(cu) == 2 and _SINGLE["kernel"] == "cudnn":
+        return _dense_causal(q, _repeat_kv(k, rep), _repeat_kv(v, rep), scale)
     fn = _varlen() if q.is_cuda else None
     if fn is not None:
         varlen_attn, params = fn
@@ -66,6 +81,19 @@ def packed_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.T
                                              v[a:b].transpose(0, 1), is_causal=True, scale=scale)
         out[a:b] = seg.transpose(0, 1)
     return out
+
+
+def _dense_causal(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None,
+                  ) -> torch.Tensor:
+    """One sequence: q/k/v [P, H, D] -> [P, H, D], cuDNN's fused attention where it runs, else
+    FlashAttention (SDPA takes the first backend of the list that supports the inputs)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
+    with sdpa_kernel(order, set_priority=True):
+        out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k.transpose(0, 1)[None],
+                                             v.transpose(0, 1)[None], is_causal=True, scale=scale)
+    return out[0].transpose(0, 1)
 
 
 def packed_attention_forward(module, query, key, value, attention_mask, dropout=0.0,

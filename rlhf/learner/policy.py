@@ -19,6 +19,18 @@ from rlhf.learner.batching import MicroBatch, PackedBatch
 from rlhf.learner.logprobs import chunked_logprobs
 
 
+def compile_layers(layers) -> None:
+    """``torch.compile`` the norms and the MLP of every decoder layer (``train.compile``):
+    regional compilation, one graph shared by all layers (same code, the weights are inputs),
+    shapes dynamic (packed rows vary in length). Attention, FSDP's hooks and checkpointing stay
+    outside the compiled regions."""
+    for layer in layers:
+        for name in ("input_layernorm", "post_attention_layernorm", "mlp"):
+            module = getattr(layer, name, None)
+            if isinstance(module, nn.Module):
+                module.compile(dynamic=True)
+
+
 def base_model(lm: nn.Module) -> Any:
     """The transformers model under a peft wrapper (or ``lm`` itself), as a transformers model
     (``.model``, ``.get_output_embeddings()``: attributes torch's ``Module`` type does not know)."""

@@ -39,7 +39,7 @@ from rlhf.learner.batching import (
 )
 from rlhf.learner.losses import behaviour_weight, bind_policy_loss
 from rlhf.learner.memory import checkpoint_layers, layers_to_checkpoint
-from rlhf.learner.policy import PolicyModel, base_model
+from rlhf.learner.policy import PolicyModel, base_model, compile_layers
 from rlhf.learner.stats import mismatch_stats
 from rlhf.weight_sync import Channel, NCCLGroup, Transfer
 
@@ -105,6 +105,8 @@ class LearnerWorker:
         layers = base_model(lm).model.layers
         self.checkpointed_layers = self._checkpointed(base_model(lm).config, lm, len(layers))
         checkpoint_layers(lm, layers, self.checkpointed_layers)
+        if self.cfg.compile == "on" or (self.cfg.compile == "auto" and self.device.type == "cuda"):
+            compile_layers(layers)
         policy = PolicyModel(lm, lm_head_fp32=lm_head_fp32, chunk_size=self.cfg.logprob_chunk)
         policy.to(self.device)
         if self.fsdp:

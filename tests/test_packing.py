@@ -183,6 +183,47 @@ def test_k1_skips_the_old_logprob_pass_and_keeps_the_update(tiny_model_dir):
         torch.testing.assert_close(skipped[k], long_way[k], atol=1e-7, rtol=0, msg=k)
 
 
+def test_first_minibatch_reuses_its_own_forward_as_old_logprobs(tiny_model_dir):
+    """K = 2: the separate old-logprob pass covers mini-batch 2 only; mini-batch 1's old values
+    come from its own update's forward pass (the weights have not changed yet). Same old values
+    and the same weights after both updates as the long way (a pass over everything first)."""
+    from rlhf.config import CispoLoss, ModelConfig, TrainConfig
+    from rlhf.learner.worker import LearnerWorker
+
+    def run(short: bool):
+        w = LearnerWorker(tiny_model_dir, ModelConfig(path=tiny_model_dir),
+                          TrainConfig(micro_batch_tokens=64), CispoLoss(), True)
+        w.join("127.0.0.1", 29735)
+        init = {k: v.clone() for k, v in w.policy.state_dict().items()}
+        try:
+            batch = samples(8, seed=4)
+            first, second = batch[:4], batch[4:]
+            expected_old = w.compute_logprobs(batch)
+            passed: list[int] = []
+            real = w.compute_logprobs
+            w.compute_logprobs = lambda s, *a, **k: passed.extend(map(id, s)) or real(s, *a, **k)
+            if short:
+                w.train([first, second])
+                assert passed == [id(s) for s in second]  # mini-batch 1 is not in the pass
+            else:
+                for s, lp in zip(batch, expected_old, strict=True):
+                    s.old_logprobs = lp
+                w._update(first)
+                w._update(second)
+            after = {k: v.clone() for k, v in w.policy.state_dict().items()}
+            assert all(not torch.equal(after[k], init[k]) for k in init)  # both updates moved them
+            return batch, expected_old, after
+        finally:
+            w.shutdown()
+
+    batch, expected_old, short = run(True)
+    for s, want in zip(batch, expected_old, strict=True):
+        assert s.old_logprobs == pytest.approx(want, abs=1e-6)
+    _, _, long_way = run(False)
+    for k in short:
+        torch.testing.assert_close(short[k], long_way[k], atol=1e-6, rtol=0, msg=k)
+
+
 def test_checkpointing_only_what_memory_needs():
     cfg = SimpleNamespace(hidden_size=896, intermediate_size=4864, num_attention_heads=14,
                           num_key_value_heads=2, head_dim=64, num_hidden_layers=24, vocab_size=151936)

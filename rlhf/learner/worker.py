@@ -176,24 +176,24 @@ class LearnerWorker:
     # ---- training -----------------------------------------------------------------------
     def train(self, minibatches: list[list[TrainSample]]) -> dict[str, float]:
         """One generation batch, already split into K mini-batches (this rank's share of
-        each): old_logprobs once, then one optimizer update per mini-batch. With K = 1 the one
-        update's own forward pass is before any change to the weights, so its log-probabilities
-        are the old ones: the separate pass is skipped."""
+        each): old_logprobs, then one optimizer update per mini-batch. The first update's own
+        forward pass runs before any change to the weights, so its log-probabilities are the
+        old ones: the separate pass covers mini-batches 2..K only (none when K = 1)."""
         t0 = time.perf_counter()
         samples = [s for mb in minibatches for s in mb]
         self._check_staleness(samples)
         self.policy.train()
-        on_policy = len(minibatches) == 1
-        if not on_policy:
-            for s, lp in zip(samples, self.compute_logprobs(samples)):
+        later = [s for mb in minibatches[1:] for s in mb]
+        if later:
+            for s, lp in zip(later, self.compute_logprobs(later)):
                 s.old_logprobs = lp
         if self.ref is not None:
             for s, lp in zip(samples, self.compute_logprobs(samples, self.ref)):
                 s.ref_logprobs = lp
         t_old = time.perf_counter() - t0
         acc: dict[str, list[float]] = defaultdict(list)
-        for mini in minibatches:
-            for key, v in self._update(mini, old_is_current=on_policy).items():
+        for i, mini in enumerate(minibatches):
+            for key, v in self._update(mini, old_is_current=i == 0).items():
                 acc[key].append(v)
         metrics = _mismatch_metrics([s for s in samples if s.policy_version == self.version])
         metrics.update(self._staleness(samples))

@@ -43,9 +43,9 @@ def test_eval_of_a_checkpoint_prints_pass_at_k_and_writes_json(tmp_path):
     common = [f"run.output_dir={tmp_path}", "run.name=e", "model.build.hidden_size=32",
               "model.build.num_layers=2", "rollout.max_new_tokens=12", "data.eval.size=6",
               "rewards.verifiers=[{name: 'tests.plugins:any_digit'}]", "logging.tensorboard=false"]
-    out = _rlhf("train", QS, *common, "run.steps=1", "run.eval_every=0", "warmup.steps=0",
+    out = _rlhf("train", QS, *common, "run.steps=1", "run.eval_every=1", "warmup.steps=0",
                 "data.prompts_per_step=4", "rollout.samples_per_prompt=4", "train.mini_batches=1",
-                "train.optim.lr=0.05")
+                "train.optim.lr=0.05", "rollout.eval_samples=4", "rollout.eval_top_p=0.95")
     assert out.returncode == 0, out.stderr[-3000:]
     run = tmp_path / "e"
     reports = {}
@@ -71,5 +71,11 @@ def test_eval_of_a_checkpoint_prints_pass_at_k_and_writes_json(tmp_path):
     assert reports["final"]["response_len_mean"] == rep["response_len_mean"]
     assert (reports["init"]["correct_per_problem"], reports["init"]["response_len_mean"]) != \
         (counts, rep["response_len_mean"])
+    # `rlhf eval --m1` of the step-1 checkpoint reproduces the run's own step-1 evaluation, whose
+    # sampling is set to M1's here (the same per-prompt seeds and settings on the same weights),
+    # and of the initial model the run's step-0 one
+    for step, name in ((1, "run"), (0, "init")):
+        in_run = json.loads((run / "evals" / f"step_{step:06d}.json").read_text())["per_problem"]
+        assert [round(4 * x) for x in in_run] == reports[name]["correct_per_problem"], step
     out = _rlhf("eval", QS, *common, "--checkpoint", str(tmp_path / "nothing"))
     assert out.returncode == 2 and "is neither a Hugging Face model directory" in out.stderr
